@@ -1,0 +1,81 @@
+"""Protocols for everything with I/O; implemented in the outer layers, faked in keel.testing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from keel.core.spans import Span
+from keel.core.usage import Usage
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A non-streaming chat completion, already in the OpenAI response format.
+
+    `body` is sent to the client as is; `response` is the same document parsed,
+    for recording; `usage` is None when the upstream reported none.
+    """
+
+    body: bytes
+    response: dict[str, Any]
+    usage: Usage | None
+    model: str
+
+
+@dataclass(slots=True)
+class EmbeddingsResult:
+    """An embeddings response in the OpenAI format."""
+
+    body: bytes
+    usage: Usage | None
+    model: str
+
+
+class ChatStream(Protocol):
+    """An open streaming completion, yielding OpenAI SSE frames (`data: {...}\\n\\n`).
+
+    The last frame is `data: [DONE]\\n\\n`. After iteration ends, `usage` holds
+    what the upstream reported (or None), `output` the assembled assistant
+    message (`role`, `content`, `tool_calls`, `finish_reason`) and
+    `first_chunk_at` the monotonic time the first content frame arrived.
+    Iteration raises `UpstreamError` if the upstream fails mid-stream.
+    """
+
+    usage: Usage | None
+    output: dict[str, Any]
+    model: str
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    """One upstream deployment speaking one dialect; requests and answers in OpenAI format.
+
+    Each call raises `keel.core.errors.UpstreamError` on failure; the gateway
+    decides whether to retry or fall back. `body` is the client's request; a
+    provider never mutates it.
+    """
+
+    async def chat(self, body: dict[str, Any]) -> ChatResult: ...
+
+    async def open_chat_stream(self, body: dict[str, Any]) -> ChatStream: ...
+
+    async def embeddings(self, body: dict[str, Any]) -> EmbeddingsResult: ...
+
+
+class SpanSink(Protocol):
+    """Where finished spans go. `emit` never blocks and never raises."""
+
+    def emit(self, span: Span) -> None: ...
+
+
+class Clock(Protocol):
+    """Wall time for timestamps, monotonic time for durations."""
+
+    def now(self) -> float: ...
+
+    def monotonic(self) -> float: ...
