@@ -38,14 +38,16 @@ class ChatStream(Protocol):
 
     The last frame is `data: [DONE]\\n\\n`. After iteration ends, `usage` holds
     what the upstream reported (or None), `output` the assembled assistant
-    message (`role`, `content`, `tool_calls`, `finish_reason`) and
-    `first_chunk_at` the monotonic time the first content frame arrived.
+    answer as `{"choices": [{"index", "message", "finish_reason"}]}` (the shape
+    of a non-streaming response's choices) and `first_token_at` the
+    `time.perf_counter()` at which the first content or tool-call delta arrived.
     Iteration raises `UpstreamError` if the upstream fails mid-stream.
     """
 
     usage: Usage | None
     output: dict[str, Any]
     model: str
+    first_token_at: float | None
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

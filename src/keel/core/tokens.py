@@ -5,6 +5,7 @@ Used only when an upstream reports no usage; callers run it off the event loop.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -14,6 +15,8 @@ import bpe_openai
 # Per-message framing overhead of the chat format (OpenAI's published accounting).
 _TOKENS_PER_MESSAGE = 3
 _TOKENS_PER_REPLY = 3
+# Families on o200k_base that bpe-openai's model table may not know yet.
+_O200K = re.compile(r"^(chatgpt-4o|gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o\d)")
 
 
 @lru_cache(maxsize=8)
@@ -23,12 +26,14 @@ def _encoding(name: str) -> Any:
 
 def encoding_name(model: str | None) -> str:
     """o200k_base for the GPT-4o/4.1/5 and o-series families, cl100k_base otherwise."""
-    if model:
-        try:
-            return str(bpe_openai.encoding_name_for_model(model.rsplit("/", 1)[-1]))
-        except Exception:  # unknown model: fall through to the default
-            pass
-    return "o200k_base" if model and ("4o" in model or model.startswith("o")) else "cl100k_base"
+    if not model:
+        return "cl100k_base"
+    base = model.rsplit("/", 1)[-1]
+    try:
+        return str(bpe_openai.encoding_name_for_model(base))
+    except Exception:  # unknown to the library: decide by family
+        pass
+    return "o200k_base" if _O200K.match(base) else "cl100k_base"
 
 
 def count_text(text: str, model: str | None = None) -> int:
@@ -44,6 +49,9 @@ def count_messages(messages: Iterable[Any], model: str | None = None) -> int:
     for message in messages:
         total += _TOKENS_PER_MESSAGE
         if isinstance(message, dict):
+            role = message.get("role")
+            if isinstance(role, str):
+                total += count_text(role, model)
             total += count_text(_text_of(message.get("content")), model)
             name = message.get("name")
             if isinstance(name, str):

@@ -42,7 +42,7 @@ class Usage:
 
 def usage_from_openai(raw: object) -> Usage | None:
     """Read an OpenAI `usage` object (chat or embeddings); None when absent or not an object."""
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or ("prompt_tokens" not in raw and "completion_tokens" not in raw):
         return None
     prompt = _int(raw.get("prompt_tokens"))
     completion = _int(raw.get("completion_tokens"))

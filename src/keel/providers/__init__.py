@@ -1,0 +1,1 @@
+"""Provider dialects behind the `Provider` protocol; `registry` is the one name -> class table."""

@@ -1,0 +1,1 @@
+"""ASGI application: translates HTTP to gateway calls; no SQL and no business rules here."""

@@ -1,0 +1,222 @@
+"""The OpenAI-compatible routes under /v1: chat completions, embeddings, models.
+
+Each handler parses the body once (orjson), builds a `Call` with the trace
+context from the headers, and delegates to the gateway. A client that
+disconnects cancels the handler, which cancels the upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import orjson
+
+from keel.core.errors import GatewayError
+from keel.core.ids import new_span_id, new_trace_id, parse_traceparent
+from keel.gateway.call import Call, validate_chat_body, validate_embeddings_body
+from keel.gateway.pipeline import Exhausted, Gateway
+from keel.server.asgi import (
+    SSE_HEADERS,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    read_body,
+    send_bytes,
+    send_error,
+)
+
+_UNAUTHORIZED = GatewayError(
+    401,
+    "Missing or invalid API key. Send 'Authorization: Bearer <key>' with the gateway's master key.",
+    code="invalid_api_key",
+)
+
+
+class DisconnectWatch:
+    """Cancels the current task when the client disconnects (after the body was read)."""
+
+    __slots__ = ("_task", "_watcher", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.gone = False
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.gone = True
+                self._task.cancel()
+                return
+
+    def stop(self) -> None:
+        self._watcher.cancel()
+
+    def absorb(self) -> bool:
+        """True when a CancelledError came from our own disconnect cancel (then swallow it)."""
+        if self.gone:
+            self._task.uncancel()
+            return True
+        return False
+
+
+class OpenAIRoutes:
+    """Handlers for /v1; `models_body` is prepared once since aliases are fixed at start."""
+
+    def __init__(self, gateway: Gateway, *, master_key: str | None, max_body_bytes: int) -> None:
+        self._gateway = gateway
+        self._master_key = master_key.encode() if master_key else None
+        self._limit = max_body_bytes
+        self._models_body = orjson.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "keel"}
+                    for name in sorted(gateway.router.aliases())
+                ],
+            }
+        )
+
+    def authorized(self, headers: dict[bytes, bytes]) -> bool:
+        """True without a master key; else the bearer token must match it."""
+        if self._master_key is None:
+            return True
+        value = headers.get(b"authorization", b"")
+        if value[:7].lower() != b"bearer ":
+            return False
+        return hmac.compare_digest(value[7:].strip(), self._master_key)
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.authorized(header_map(scope)):
+            await send_error(send, _UNAUTHORIZED)
+            return
+        await send_bytes(send, 200, self._models_body)
+
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = await self._call(scope, receive, send, validate_chat_body)
+        if call is None:
+            return
+        watch = DisconnectWatch(receive)
+        trace_header = [(b"x-keel-trace-id", call.trace_id.encode())]
+        try:
+            if call.body.get("stream") is True:
+                frames = await self._gateway.chat_stream(call)
+                await self._stream(send, frames, trace_header)
+            else:
+                body = await self._gateway.chat(call)
+                await send_bytes(send, 200, body, trace_header)
+        except Exhausted as exc:
+            await send_error(send, exc.error)
+        except GatewayError as exc:
+            await send_error(send, exc)
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+        finally:
+            watch.stop()
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = await self._call(scope, receive, send, validate_embeddings_body)
+        if call is None:
+            return
+        watch = DisconnectWatch(receive)
+        try:
+            body = await self._gateway.embeddings(call)
+            await send_bytes(send, 200, body, [(b"x-keel-trace-id", call.trace_id.encode())])
+        except Exhausted as exc:
+            await send_error(send, exc.error)
+        except GatewayError as exc:
+            await send_error(send, exc)
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+        finally:
+            watch.stop()
+
+    async def _stream(
+        self, send: Send, frames: AsyncIterator[bytes], extra: list[tuple[bytes, bytes]]
+    ) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
+        try:
+            async for frame in frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        finally:
+            if isinstance(frames, AsyncGenerator):
+                await frames.aclose()
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, validate: Any) -> Call | None:
+        """Auth, body, validation and trace context; None when an error was already sent."""
+        started_at = time.time()
+        started_perf = time.perf_counter()
+        headers = header_map(scope)
+        try:
+            if not self.authorized(headers):
+                raise _UNAUTHORIZED
+            raw = await read_body(receive, headers, self._limit)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise GatewayError(
+                    400,
+                    f"The request body is not valid JSON (or not valid UTF-8): {exc}",
+                    code="invalid_json",
+                ) from None
+            body = validate(body)
+            return _make_call(body, headers, started_at, started_perf)
+        except GatewayError as exc:
+            await send_error(send, exc)
+        except ClientGone:
+            pass
+        return None
+
+
+def _make_call(
+    body: dict[str, Any], headers: dict[bytes, bytes], started_at: float, started_perf: float
+) -> Call:
+    parent = parse_traceparent(_text(headers.get(b"traceparent")))
+    user = _text(headers.get(b"x-keel-user"))
+    if user is None and isinstance(body.get("user"), str):
+        user = body["user"]
+    tags_header = _text(headers.get(b"x-keel-tags"))
+    tags = [t.strip() for t in tags_header.split(",") if t.strip()] if tags_header else []
+    metadata: dict[str, Any] = {}
+    raw_metadata = headers.get(b"x-keel-metadata")
+    if raw_metadata:
+        try:
+            metadata = orjson.loads(raw_metadata)
+        except orjson.JSONDecodeError:
+            metadata = None  # type: ignore[assignment]
+        if not isinstance(metadata, dict):
+            raise GatewayError(
+                400, "Header x-keel-metadata must be a JSON object.", param="x-keel-metadata"
+            )
+    return Call(
+        body=body,
+        alias=body["model"],
+        trace_id=parent.trace_id if parent else new_trace_id(),
+        span_id=new_span_id(),
+        parent_span_id=parent.span_id if parent else None,
+        started_at=started_at,
+        started_perf=started_perf,
+        user_id=user,
+        session_id=_text(headers.get(b"x-keel-session")),
+        tags=tags,
+        metadata=metadata,
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    text = value.decode("utf-8", "replace").strip()
+    return text or None

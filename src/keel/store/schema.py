@@ -1,0 +1,111 @@
+"""The relational schema: SQLAlchemy 2 typed models, dialect differences declared once.
+
+Times are stored as float Unix epoch seconds (`DOUBLE PRECISION` on PostgreSQL,
+8-byte `REAL` on SQLite), exactly as `keel.core.spans.Span` carries them: they
+round-trip bit for bit, compare and index the same way on both dialects, and
+a time window is a plain range scan on a composite index whose first column is
+the equality filter (kind, alias, user, session, trace) and second is
+`start_time`, so "newest first in a window" reads the index backwards and stops
+at the limit.
+
+Usage columns are NULL when the span has no usage (not the same as zero
+tokens); `cost_usd` NULL means unpriced, never $0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+# Stable constraint names so migrations can refer to them on every dialect.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def json_type() -> TypeEngine[Any]:
+    """JSON on SQLite, JSONB on PostgreSQL; Python None is stored as SQL NULL."""
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Keel table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SpanRecord(Base):
+    """One row per span; see `keel.core.spans.Span` for the meaning of each field."""
+
+    __tablename__ = "spans"
+
+    span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(32))
+    parent_span_id: Mapped[str | None] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    start_time: Mapped[float] = mapped_column(Double)
+    end_time: Mapped[float] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    alias: Mapped[str | None] = mapped_column(String)
+    provider: Mapped[str | None] = mapped_column(String)
+    model: Mapped[str | None] = mapped_column(String)
+    deployment: Mapped[str | None] = mapped_column(String)
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cache_write_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    usage_estimated: Mapped[bool | None] = mapped_column(Boolean)
+    cost_usd: Mapped[float | None] = mapped_column(Double)
+    unpriced: Mapped[bool] = mapped_column(Boolean)
+    price: Mapped[dict[str, float] | None] = mapped_column(json_type())
+    latency_ms: Mapped[float] = mapped_column(Double)
+    ttft_ms: Mapped[float | None] = mapped_column(Double)
+    stream: Mapped[bool] = mapped_column(Boolean)
+
+    user_id: Mapped[str | None] = mapped_column(String)
+    session_id: Mapped[str | None] = mapped_column(String)
+    tags: Mapped[list[str] | None] = mapped_column(json_type())
+    # `metadata` is reserved by declarative for the MetaData object.
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", json_type())
+
+    input: Mapped[Any] = mapped_column(json_type(), nullable=True)
+    output: Mapped[Any] = mapped_column(json_type(), nullable=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+    attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(json_type())
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+
+    __table_args__ = (
+        Index("ix_spans_kind_start_time", "kind", "start_time"),
+        Index("ix_spans_start_time", "start_time"),
+        Index("ix_spans_trace_id_start_time", "trace_id", "start_time"),
+        Index("ix_spans_alias_start_time", "alias", "start_time"),
+        Index("ix_spans_user_id_start_time", "user_id", "start_time"),
+        Index("ix_spans_session_id_start_time", "session_id", "start_time"),
+    )
+
+
+spans_table = cast(Table, SpanRecord.__table__)

@@ -1,0 +1,245 @@
+"""The span repository: `Span` <-> `spans` row mapping, text sanitising, and the read queries.
+
+Sanitising (applied by `span_to_row` to every string column and recursively to
+every string and key inside JSON payloads): PostgreSQL refuses NUL in text and
+JSONB, and no UTF-8 encoder accepts lone surrogates (orjson, psycopg and
+sqlite3 all raise), so one such character would lose the whole span. Instead
+NUL becomes U+2400 "␀" (visible, and says what was there) and a lone surrogate
+becomes U+FFFD; a surrogate pair split into two code points is joined back into
+the character it encodes. Bytes are decoded as UTF-8 with replacement, ints
+outside 64 bits become strings, other objects go through orjson (dataclasses,
+datetimes, ...) or `str()`. Everything else is stored unchanged, so a clean span
+reads back equal to what was emitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, Select, select
+
+from keel.core.spans import Attempt, Span
+from keel.core.usage import Usage
+from keel.store.schema import spans_table
+
+_NUL = "\x00"
+_NUL_SYMBOL = "\u2400"
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+
+
+def clean_text(value: str) -> str:
+    """`value` safe for every database and encoder: no NUL, no lone surrogates."""
+    if _NUL in value:
+        value = value.replace(_NUL, _NUL_SYMBOL)
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # surrogatepass keeps the halves; decoding joins valid pairs and turns the rest into U+FFFD.
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
+
+def clean_json(value: Any) -> Any:
+    """`value` ready for a JSON column, every string and key passed through `clean_text`."""
+    if isinstance(value, dict | list):
+        # Fast path for the common clean payload: orjson refuses lone surrogates,
+        # non-string keys and oversized ints, and spells NUL as \u0000; if it
+        # accepts the value and no NUL shows up, storing it unchanged is safe.
+        try:
+            encoded = orjson.dumps(value)
+        except (orjson.JSONEncodeError, TypeError):
+            pass
+        else:
+            if b"\\u0000" not in encoded:
+                return value
+    return _clean_json(value)
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if _INT64_MIN <= value <= _UINT64_MAX else str(value)
+    if isinstance(value, Mapping):
+        return {
+            clean_text(k if isinstance(k, str) else str(k)): _clean_json(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean_json(item) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return clean_text(bytes(value).decode("utf-8", "replace"))
+    try:
+        converted = orjson.loads(orjson.dumps(value, default=str))
+    except (orjson.JSONEncodeError, TypeError):
+        return clean_text(str(value))
+    return _clean_json(converted)
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return clean_text(value if isinstance(value, str) else str(value))
+
+
+def span_to_row(span: Span) -> dict[str, Any]:
+    """The `spans` row for `span`, sanitised; CPU work meant for the writer thread."""
+    usage = span.usage
+    return {
+        "span_id": clean_text(span.span_id),
+        "trace_id": clean_text(span.trace_id),
+        "parent_span_id": _text(span.parent_span_id),
+        "name": clean_text(span.name),
+        "kind": clean_text(span.kind),
+        "start_time": span.start_time,
+        "end_time": span.end_time,
+        "status": clean_text(span.status),
+        "status_code": span.status_code,
+        "error": _text(span.error),
+        "alias": _text(span.alias),
+        "provider": _text(span.provider),
+        "model": _text(span.model),
+        "deployment": _text(span.deployment),
+        "input_tokens": usage.input_tokens if usage else None,
+        "output_tokens": usage.output_tokens if usage else None,
+        "cache_read_tokens": usage.cache_read_tokens if usage else None,
+        "cache_write_tokens": usage.cache_write_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "usage_estimated": usage.estimated if usage else None,
+        "cost_usd": span.cost_usd,
+        "unpriced": span.unpriced,
+        "price": clean_json(span.price),
+        "latency_ms": span.latency_ms,
+        "ttft_ms": span.ttft_ms,
+        "stream": span.stream,
+        "user_id": _text(span.user_id),
+        "session_id": _text(span.session_id),
+        "tags": clean_json(span.tags),
+        "metadata": clean_json(span.metadata),
+        "input": clean_json(span.input),
+        "output": clean_json(span.output),
+        "params": clean_json(span.params),
+        "attempts": [clean_json(_attempt_to_json(attempt)) for attempt in span.attempts],
+        "attributes": clean_json(span.attributes),
+    }
+
+
+def _attempt_to_json(attempt: Attempt) -> dict[str, Any]:
+    # Not Attempt.as_dict(): that rounds latency for display; storage keeps it exact.
+    return {
+        "deployment": attempt.deployment,
+        "provider": attempt.provider,
+        "model": attempt.model,
+        "outcome": attempt.outcome,
+        "status": attempt.status,
+        "latency_ms": attempt.latency_ms,
+        "retry_after_s": attempt.retry_after_s,
+    }
+
+
+def _attempt_from_json(raw: Mapping[str, Any]) -> Attempt:
+    return Attempt(
+        deployment=str(raw.get("deployment", "")),
+        provider=str(raw.get("provider", "")),
+        model=str(raw.get("model", "")),
+        outcome=str(raw.get("outcome", "")),
+        status=raw.get("status"),
+        latency_ms=float(raw.get("latency_ms") or 0.0),
+        retry_after_s=raw.get("retry_after_s"),
+    )
+
+
+def row_to_span(row: Mapping[Any, Any]) -> Span:
+    """The `Span` a `spans` row stores (usage None when the row has no token counts)."""
+    usage = None
+    if row["input_tokens"] is not None or row["output_tokens"] is not None:
+        usage = Usage(
+            input_tokens=row["input_tokens"] or 0,
+            output_tokens=row["output_tokens"] or 0,
+            cache_read_tokens=row["cache_read_tokens"] or 0,
+            cache_write_tokens=row["cache_write_tokens"] or 0,
+            reasoning_tokens=row["reasoning_tokens"] or 0,
+            estimated=bool(row["usage_estimated"]),
+        )
+    return Span(
+        trace_id=row["trace_id"],
+        span_id=row["span_id"],
+        name=row["name"],
+        kind=row["kind"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        parent_span_id=row["parent_span_id"],
+        status=row["status"],
+        status_code=row["status_code"],
+        error=row["error"],
+        alias=row["alias"],
+        provider=row["provider"],
+        model=row["model"],
+        deployment=row["deployment"],
+        usage=usage,
+        cost_usd=row["cost_usd"],
+        unpriced=bool(row["unpriced"]),
+        price=row["price"],
+        ttft_ms=row["ttft_ms"],
+        stream=bool(row["stream"]),
+        user_id=row["user_id"],
+        session_id=row["session_id"],
+        tags=row["tags"] or [],
+        metadata=row["metadata"] or {},
+        input=row["input"],
+        output=row["output"],
+        params=row["params"] or {},
+        attempts=[_attempt_from_json(raw) for raw in row["attempts"] or []],
+        attributes=row["attributes"] or {},
+    )
+
+
+class SpanRepository:
+    """Read queries over stored spans; writes go through `keel.store.writer.SpanWriter`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def list_generations(
+        self,
+        since: float,
+        until: float | None = None,
+        alias: str | None = None,
+        user: str | None = None,
+        session: str | None = None,
+        limit: int = 100,
+    ) -> list[Span]:
+        """Generations started in [since, until), newest first, filtered by alias/user/session."""
+        t = spans_table.c
+        query = select(spans_table).where(t.kind == "generation", t.start_time >= since)
+        if until is not None:
+            query = query.where(t.start_time < until)
+        if alias is not None:
+            query = query.where(t.alias == alias)
+        if user is not None:
+            query = query.where(t.user_id == user)
+        if session is not None:
+            query = query.where(t.session_id == session)
+        return self._spans(query.order_by(t.start_time.desc(), t.span_id.desc()).limit(limit))
+
+    def get(self, span_id: str) -> Span | None:
+        """The span with this id, or None."""
+        found = self._spans(select(spans_table).where(spans_table.c.span_id == span_id))
+        return found[0] if found else None
+
+    def trace(self, trace_id: str) -> list[Span]:
+        """Every span of one trace, in start order (empty when the trace is unknown)."""
+        t = spans_table.c
+        query = select(spans_table).where(t.trace_id == trace_id)
+        return self._spans(query.order_by(t.start_time, t.span_id))
+
+    def _spans(self, query: Select[Any]) -> list[Span]:
+        with self._engine.connect() as connection:
+            return [row_to_span(row) for row in connection.execute(query).mappings()]

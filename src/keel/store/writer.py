@@ -1,0 +1,334 @@
+"""The batching span writer: a bounded queue filled from the hot path, drained by one thread.
+
+`emit` runs on the gateway's event loop, so it only does `put_nowait`; a full
+queue counts the span as dropped and warns (at most once per
+`drop_warning_interval_s`) instead of waiting. One daemon thread takes spans
+off the queue in batches of up to `batch_size`, or whatever arrived within
+`flush_interval_s` of the first one, converts and sanitises them (see
+`keel.store.spans`), and inserts each batch in one transaction.
+
+Failure handling, so that nothing accepted is lost silently:
+- the database is unreachable or locked (OperationalError, dropped
+  connection): the batch is retried `retries` times with exponential backoff;
+- the batch still fails, or fails on data (constraint, overflow, bad value):
+  its rows are inserted one by one, and only the rows that fail are counted as
+  `rejected` and logged;
+- nothing escapes the thread's loop, so one surprise never stops recording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine, insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from keel.core.spans import Span
+from keel.store.schema import spans_table
+from keel.store.spans import span_to_row
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 5.0
+# Queue items besides spans: a flush request, and None to wake the thread on close.
+_Item = Span | threading.Event | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """Counters of a `SpanWriter`: spans waiting now, and totals since it was created."""
+
+    queued: int
+    written: int
+    dropped: int
+    rejected: int
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a JSON-ready mapping."""
+        return {
+            "queued": self.queued,
+            "written": self.written,
+            "dropped": self.dropped,
+            "rejected": self.rejected,
+        }
+
+
+class SpanWriter:
+    """A `SpanSink` that stores spans in the `spans` table in the background."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = 256,
+        flush_interval_s: float = 0.2,
+        retries: int = 4,
+        retry_backoff_s: float = 0.25,
+        drop_warning_interval_s: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
+        self._queue_size = queue_size
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._retries = retries
+        self._retry_backoff_s = retry_backoff_s
+        self._drop_warning_interval_s = drop_warning_interval_s
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._written = 0
+        self._rejected = 0
+        self._dropped = 0
+        self._dropped_reported = 0
+        self._last_drop_warning = -math.inf
+
+    def emit(self, span: Span) -> None:
+        """Queue `span` for writing; never blocks, never raises (a full queue drops it, counted)."""
+        try:
+            if self._closed:
+                self._drop(1, "the writer is closed")
+                return
+            self._queue.put_nowait(span)
+        except queue.Full:
+            self._drop(1, f"the queue is full ({self._queue_size} spans)")
+        except Exception:  # the hot path must survive anything, even a broken logger
+            pass
+
+    def start(self) -> None:
+        """Start the background thread (idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="keel-span-writer", daemon=True)
+            self._thread.start()
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Block until every span queued before this call is stored; False on timeout.
+
+        For tests and tools, not for the event loop (use `asyncio.to_thread`).
+        """
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self._queue.empty()
+        if self._closed:  # the thread is draining and will not take requests: wait for it
+            thread.join(timeout_s)
+            return not thread.is_alive()
+        done = threading.Event()
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._queue.put(done, timeout=timeout_s)
+        except queue.Full:
+            return False
+        return done.wait(max(deadline - time.monotonic(), 0.0))
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write everything still queued, then stop the thread; waits at most `timeout_s`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.start()  # a writer closed before it was started still drains its queue
+        self._stopping.set()
+        # With a full queue the put fails, but then the thread is busy and sees the flag anyway.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        assert self._thread is not None
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning(
+                "span writer: close timed out after %.1fs with %d spans still queued; "
+                "they are written only if the process keeps running",
+                timeout_s,
+                self._queue.qsize(),
+            )
+            return
+        self._drop(self._discard_leftovers(), "they arrived after the writer closed")
+
+    def stats(self) -> WriterStats:
+        """Spans queued now, and how many were written, dropped and rejected so far."""
+        with self._lock:
+            dropped = self._dropped
+        return WriterStats(
+            queued=self._queue.qsize(),
+            written=self._written,
+            dropped=dropped,
+            rejected=self._rejected,
+        )
+
+    def __enter__(self) -> SpanWriter:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- hot path helpers --------------------------------------------------
+
+    def _drop(self, count: int, reason: str) -> None:
+        if count <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._dropped += count
+            if now - self._last_drop_warning < self._drop_warning_interval_s:
+                return
+            since_last = self._dropped - self._dropped_reported
+            self._dropped_reported = self._dropped
+            self._last_drop_warning = now
+            total = self._dropped
+        log.warning(
+            "span writer: dropped %d spans because %s (%d dropped in total); "
+            "the database is not keeping up or is down",
+            since_last,
+            reason,
+            total,
+        )
+
+    def _discard_leftovers(self) -> int:
+        count = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return count
+            if isinstance(item, Span):
+                count += 1
+            elif isinstance(item, threading.Event):
+                item.set()
+
+    # -- the writer thread -------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                batch, flushes, finished = self._collect()
+                if batch:
+                    self._write(batch)
+                for flushed in flushes:
+                    flushed.set()
+                if finished:
+                    return
+            except Exception:
+                log.exception("span writer: unexpected error; continuing")
+                time.sleep(self._flush_interval_s)
+
+    def _collect(self) -> tuple[list[Span], list[threading.Event], bool]:
+        """The next batch, flush requests met on the way, and whether the queue is done."""
+        batch: list[Span] = []
+        flushes: list[threading.Event] = []
+        deadline: float | None = None
+        while len(batch) < self._batch_size:
+            if self._stopping.is_set():
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return batch, flushes, True
+            else:
+                wait = self._flush_interval_s
+                if deadline is not None:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
+                        break
+                try:
+                    item = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    if deadline is None:
+                        continue  # idle: look at the stop flag again
+                    break
+            if item is None:
+                continue
+            if isinstance(item, threading.Event):
+                flushes.append(item)
+                break  # write what we have now so the flush returns promptly
+            batch.append(item)
+            if deadline is None:
+                deadline = time.monotonic() + self._flush_interval_s
+        return batch, flushes, False
+
+    def _write(self, batch: Sequence[Span]) -> None:
+        rows: list[dict[str, Any]] = []
+        for span in batch:
+            try:
+                rows.append(span_to_row(span))
+            except Exception as exc:
+                self._rejected += 1
+                log.warning(
+                    "span writer: rejected span %r: cannot convert it: %s",
+                    getattr(span, "span_id", None),
+                    _describe(exc),
+                )
+        if not rows:
+            return
+        for attempt in range(self._retries + 1):
+            try:
+                self._insert(rows)
+            except DBAPIError as exc:
+                if not _is_transient(exc) or attempt == self._retries:
+                    break
+                delay = min(self._retry_backoff_s * 2**attempt, _MAX_BACKOFF_S)
+                log.warning(
+                    "span writer: database unavailable (%s); retrying %d spans in %.2fs",
+                    _describe(exc),
+                    len(rows),
+                    delay,
+                )
+                time.sleep(delay)
+            except Exception:
+                break  # a value the driver refused before sending: find the row
+            else:
+                self._written += len(rows)
+                return
+        self._write_one_by_one(rows)
+
+    def _write_one_by_one(self, rows: Sequence[dict[str, Any]]) -> None:
+        failures: list[tuple[str, str]] = []
+        for row in rows:
+            try:
+                self._insert([row])
+            except Exception as exc:
+                failures.append((str(row.get("span_id")), _describe(exc)))
+            else:
+                self._written += 1
+        if failures:
+            self._rejected += len(failures)
+            shown = "; ".join(f"span {span_id}: {reason}" for span_id, reason in failures[:3])
+            more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+            log.warning(
+                "span writer: rejected %d of %d spans in a batch: %s%s",
+                len(failures),
+                len(rows),
+                shown,
+                more,
+            )
+
+    def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(insert(spans_table), list(rows))
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+
+
+def _describe(exc: BaseException) -> str:
+    # SQLAlchemy's message embeds the SQL and every parameter (whole prompts): keep the cause only.
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:300] if lines else ''}"

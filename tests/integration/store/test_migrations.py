@@ -1,0 +1,78 @@
+"""Alembic migrations up and down on SQLite and PostgreSQL, and models == migrated schema."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+
+from keel.store.engine import create_engine_for
+from keel.store.migrate import current, downgrade, head, upgrade
+from keel.store.schema import Base
+
+SPAN_INDEXES = {
+    "ix_spans_kind_start_time",
+    "ix_spans_start_time",
+    "ix_spans_trace_id_start_time",
+    "ix_spans_alias_start_time",
+    "ix_spans_user_id_start_time",
+    "ix_spans_session_id_start_time",
+}
+
+
+def _tables_and_indexes(url: str) -> tuple[set[str], set[str]]:
+    engine = create_engine_for(url)
+    try:
+        inspector = inspect(engine)
+        tables = set(inspector.get_table_names())
+        indexes = (
+            {ix["name"] for ix in inspector.get_indexes("spans")} if "spans" in tables else set()
+        )
+        return tables, {name for name in indexes if name}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
+    assert current(blank_db_url) is None
+
+    upgrade(blank_db_url)
+    assert current(blank_db_url) == head() == "0001"
+    tables, indexes = _tables_and_indexes(blank_db_url)
+    assert "spans" in tables
+    assert indexes == SPAN_INDEXES
+
+    downgrade(blank_db_url, "base")
+    assert current(blank_db_url) is None
+    tables, _ = _tables_and_indexes(blank_db_url)
+    assert "spans" not in tables
+
+    upgrade(blank_db_url)  # a downgraded database can be upgraded again
+    assert current(blank_db_url) == "0001"
+
+
+def test_upgrade_to_head_twice_is_a_no_op(db_url: str) -> None:
+    upgrade(db_url)
+    assert current(db_url) == head()
+
+
+def test_migrated_schema_matches_the_models(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_json_columns_are_jsonb_on_postgresql(engine: Engine, dialect: str) -> None:
+    if dialect != "postgresql":
+        return
+    with engine.connect() as connection:
+        types = dict(
+            connection.execute(
+                text(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_name = 'spans'"
+                )
+            ).all()
+        )
+    assert types["input"] == types["metadata"] == types["attempts"] == "jsonb"
+    assert types["start_time"] == "double precision"
