@@ -53,7 +53,7 @@ def list_traces(
     """Recent generations, newest first."""
     window = parse_since(since)
     repository = open_spans(load_settings(config_path, dict(os.environ)))
-    spans = repository.list_generations(time.time() - window, alias=alias, user=user, limit=limit)
+    spans = repository.list_calls(time.time() - window, alias=alias, user=user, limit=limit)
     if as_json:
         out = sys.stdout.buffer
         for span in spans:

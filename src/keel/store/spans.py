@@ -207,7 +207,7 @@ class SpanRepository:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def list_generations(
+    def list_calls(
         self,
         since: float,
         until: float | None = None,
@@ -215,10 +215,12 @@ class SpanRepository:
         user: str | None = None,
         session: str | None = None,
         limit: int = 100,
+        kinds: tuple[str, ...] = ("generation", "embedding"),
     ) -> list[Span]:
-        """Generations started in [since, until), newest first, filtered by alias/user/session."""
+        """Model calls started in [since, until), newest first, filtered by alias/user/session."""
         t = spans_table.c
-        query = select(spans_table).where(t.kind == "generation", t.start_time >= since)
+        kind = t.kind == kinds[0] if len(kinds) == 1 else t.kind.in_(kinds)
+        query = select(spans_table).where(kind, t.start_time >= since)
         if until is not None:
             query = query.where(t.start_time < until)
         if alias is not None:

@@ -37,16 +37,16 @@ def test_list_generations_window_filters_and_order(engine: Engine, make_span: Ma
     ]
     repo = _store(engine, spans)
 
-    assert _ids(repo.list_generations(since=T0)) == ["g3", "g2", "g1", "g0"]
-    assert _ids(repo.list_generations(since=T0 + 10, until=T0 + 30)) == ["g2", "g1"]
-    assert _ids(repo.list_generations(since=T0, alias="fast")) == ["g3", "g2", "g0"]
-    assert _ids(repo.list_generations(since=T0, user="ann")) == ["g3", "g0"]
-    assert _ids(repo.list_generations(since=T0, session="s1")) == ["g1", "g0"]
-    assert _ids(repo.list_generations(since=T0, alias="fast", user="bob")) == ["g2"]
-    assert _ids(repo.list_generations(since=T0, limit=2)) == ["g3", "g2"]
-    assert _ids(repo.list_generations(since=0, user="ann")) == ["g3", "g0", "old"]
-    assert repo.list_generations(since=T0 + 31) == []
-    assert repo.list_generations(since=T0, alias="nope") == []
+    assert _ids(repo.list_calls(since=T0)) == ["g3", "g2", "g1", "g0"]
+    assert _ids(repo.list_calls(since=T0 + 10, until=T0 + 30)) == ["g2", "g1"]
+    assert _ids(repo.list_calls(since=T0, alias="fast")) == ["g3", "g2", "g0"]
+    assert _ids(repo.list_calls(since=T0, user="ann")) == ["g3", "g0"]
+    assert _ids(repo.list_calls(since=T0, session="s1")) == ["g1", "g0"]
+    assert _ids(repo.list_calls(since=T0, alias="fast", user="bob")) == ["g2"]
+    assert _ids(repo.list_calls(since=T0, limit=2)) == ["g3", "g2"]
+    assert _ids(repo.list_calls(since=0, user="ann")) == ["g3", "g0", "old"]
+    assert repo.list_calls(since=T0 + 31) == []
+    assert repo.list_calls(since=T0, alias="nope") == []
 
 
 def test_trace_returns_the_tree_in_start_order(engine: Engine, make_span: MakeSpan) -> None:

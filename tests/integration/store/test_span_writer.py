@@ -148,7 +148,7 @@ def test_full_queue_drops_counts_and_warns_without_blocking(
 
     writer.close()
     assert writer.stats().written == 10
-    assert len(SpanRepository(engine).list_generations(since=0, limit=2000)) == 10
+    assert len(SpanRepository(engine).list_calls(since=0, limit=2000)) == 10
 
 
 def test_close_drains_everything_without_waiting_for_the_timer(
@@ -162,7 +162,7 @@ def test_close_drains_everything_without_waiting_for_the_timer(
     writer.close()
     assert time.perf_counter() - began < 5
     assert writer.stats().as_dict() == {"queued": 0, "written": 1500, "dropped": 0, "rejected": 0}
-    assert len(SpanRepository(engine).list_generations(since=0, limit=5000)) == 1500
+    assert len(SpanRepository(engine).list_calls(since=0, limit=5000)) == 1500
 
     writer.emit(make_span())  # after close: counted as dropped, never raised
     assert writer.stats().dropped == 1
