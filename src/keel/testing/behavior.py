@@ -54,6 +54,8 @@ class Behavior:
     tool_call: ToolCall | tuple[str, str] | None = None
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    # False imitates servers that report no usage at all (and ignore stream_options).
+    reports_usage: bool = True
 
     @property
     def tool(self) -> ToolCall | None:

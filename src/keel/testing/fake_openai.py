@@ -226,10 +226,12 @@ class OpenAIDialect:
             call_id=f"call_fake{number:020d}",
             top_logprobs=top_logprobs,
             usage=usage,
+            reports_usage=behavior.reports_usage,
         )
         if body.get("stream") is True:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            include_usage = include_usage and behavior.reports_usage
             return completion.sse_frames(include_usage)
         return completion.json()
 
@@ -246,6 +248,7 @@ class _Completion:
     call_id: str
     top_logprobs: int | None
     usage: dict[str, Any]
+    reports_usage: bool = True
 
     @property
     def finish_reason(self) -> str:
@@ -261,14 +264,14 @@ class _Completion:
         top = self.top_logprobs
         logprobs = None if top is None else _logprobs(split_text(self.text, self.chunks), top)
         choice = {"message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}
-        return orjson.dumps(
-            {
-                **self.head,
-                "object": "chat.completion",
-                "choices": [{"index": i, **choice} for i in range(self.choices)],
-                "usage": self.usage,
-            }
-        )
+        doc = {
+            **self.head,
+            "object": "chat.completion",
+            "choices": [{"index": i, **choice} for i in range(self.choices)],
+        }
+        if self.reports_usage:
+            doc["usage"] = self.usage
+        return orjson.dumps(doc)
 
     def sse_frames(self, include_usage: bool) -> list[bytes]:
         base = {**self.head, "object": "chat.completion.chunk"}
