@@ -47,3 +47,7 @@ def main() -> None:
 def environment() -> dict[str, str]:
     """The process environment, read in one place."""
     return dict(os.environ)
+
+
+if __name__ == "__main__":
+    main()

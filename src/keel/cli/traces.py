@@ -60,37 +60,36 @@ def list_traces(
             out.write(orjson.dumps(span_summary(span)) + b"\n")
         out.flush()
         return
-    table = Table(title=f"{len(spans)} generation(s) in the last {since}", show_lines=False)
+    table = Table(title=f"{len(spans)} call(s) in the last {since}")
     for column in (
         "time",
         "trace",
         "model",
         "upstream",
         "status",
-        "in",
-        "out",
+        "tokens in/out",
         "cost $",
-        "latency ms",
+        "ms",
         "ttft ms",
         "user",
     ):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=column != "upstream")
     for span in spans:
         s = span_summary(span)
         table.add_row(
             _clock(span.start_time),
-            span.trace_id[:12],
+            span.trace_id[:8],
             s["alias"] or "",
             f"{s['provider'] or '?'}/{s['upstream_model'] or '?'}",
-            s["status"] if s["status"] == "ok" else f"[red]{s['status_code']}[/red]",
-            _num(s["usage"]["input_tokens"]),
-            _num(s["usage"]["output_tokens"]),
+            "ok" if s["status"] == "ok" else f"[red]{s['status_code']}[/red]",
+            f"{_num(s['usage']['input_tokens'])}/{_num(s['usage']['output_tokens'])}"
+            + ("~" if s["usage"]["estimated"] else ""),
             _cost(s),
             f"{s['latency_ms']:.0f}",
             _num(s["ttft_ms"], ".0f"),
             s["user"] or "",
         )
-    Console().print(table)
+    _console().print(table)
 
 
 @traces.command("show")
@@ -109,7 +108,7 @@ def show_trace(config_path: str | None, as_json: bool, trace_id: str) -> None:
     if as_json:
         click.echo(orjson.dumps([span_detail(s) for s in spans], option=orjson.OPT_INDENT_2))
         return
-    console = Console()
+    console = _console()
     for span in spans:
         _print_span(console, span)
 
@@ -213,6 +212,12 @@ def _print_span(console: Console, span: Span) -> None:
     if span.output is not None:
         console.print("[bold]output[/bold]")
         console.print_json(orjson.dumps(span.output).decode())
+
+
+def _console() -> Console:
+    # Piped output has no terminal width; a table folded into 80 columns is unreadable.
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def _clock(epoch: float) -> str:
