@@ -124,6 +124,20 @@ class RecordingConfig(_Strict):
 class DatabaseConfig(_Strict):
     url: str = DEFAULT_DATABASE_URL
 
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        return check_database_url(value)
+
+
+def check_database_url(value: str) -> str:
+    """The URL if Keel can store to it, else ValueError saying which forms work."""
+    if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ValueError(
+            "database url must be sqlite:///path/to/keel.db or postgresql://user@host:5432/dbname"
+        )
+    return value
+
 
 class FileConfig(_Strict):
     """The whole of keel.yaml."""
@@ -252,6 +266,11 @@ def _resolve(
         name: ModelPrice(p.input, p.output, p.cache_read, p.cache_write)
         for name, p in config.prices.items()
     }
+    database_url = env.get("KEEL_DATABASE_URL") or config.database.url
+    try:
+        check_database_url(database_url)
+    except ValueError as exc:
+        raise ConfigError(f"KEEL_DATABASE_URL: {exc}") from None
     log_level = env.get("KEEL_LOG_LEVEL", "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"KEEL_LOG_LEVEL={log_level!r}: write debug, info, warning or error")
@@ -263,7 +282,7 @@ def _resolve(
         capture_messages=config.capture.messages,
         prices=packaged_prices().with_overrides(overrides),
         master_key=master_key,
-        database_url=env.get("KEEL_DATABASE_URL") or config.database.url,
+        database_url=database_url,
         max_body_bytes=int(config.server.max_body_mb * 1024 * 1024),
         access_log=config.server.access_log,
         queue_size=config.recording.queue_size,
@@ -296,7 +315,7 @@ def _explain(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
             message = f"missing required key {str(loc[-1])!r}"
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
-            secret = str(loc[-1]) in ("api_key", "master_key")
+            secret = str(loc[-1]) in ("api_key", "master_key", "url")
             if "input" in error and not secret and not isinstance(error["input"], dict | list):
                 message += f" (got {error['input']!r})"
         lines.append(f"  {dotted}{line}: {message}")

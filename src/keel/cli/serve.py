@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
+import sys
 
 import click
 import uvicorn
@@ -51,6 +53,9 @@ def serve(config_path: str | None, host: str, port: int) -> None:
         f"database: {_redact(settings.database_url)}",
         err=True,
     )
+    # uvicorn re-raises SIGTERM after its graceful shutdown (queue drained by then); a
+    # requested stop that completed cleanly should exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(container),
         host=host,

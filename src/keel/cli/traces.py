@@ -26,7 +26,9 @@ def parse_since(value: str) -> float:
     """`90s`, `15m`, `1h`, `7d`, `2w` -> seconds; click error otherwise."""
     match = _DURATION.match(value.strip().lower())
     if match is None:
-        raise click.BadParameter(f"{value!r} is not a duration; write e.g. 30m, 1h, 7d")
+        raise click.BadParameter(
+            f"{value!r} is not a duration; write e.g. 30m, 1h, 7d", param_hint="'--since'"
+        )
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 

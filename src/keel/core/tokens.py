@@ -10,8 +10,6 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-import bpe_openai
-
 # Per-message framing overhead of the chat format (OpenAI's published accounting).
 _TOKENS_PER_MESSAGE = 3
 _TOKENS_PER_REPLY = 3
@@ -21,6 +19,8 @@ _O200K = re.compile(r"^(chatgpt-4o|gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o\d)")
 
 @lru_cache(maxsize=8)
 def _encoding(name: str) -> Any:
+    import bpe_openai  # loading the tables takes ~0.7 s: only when a count is needed
+
     return bpe_openai.get_encoding(name)
 
 
@@ -29,6 +29,8 @@ def encoding_name(model: str | None) -> str:
     if not model:
         return "cl100k_base"
     base = model.rsplit("/", 1)[-1]
+    import bpe_openai
+
     try:
         return str(bpe_openai.encoding_name_for_model(base))
     except Exception:  # unknown to the library: decide by family

@@ -39,7 +39,10 @@ class KeelApp:
             ("GET", "/models"): routes.models,
             ("GET", "/health"): self._health,
         }
-        self._paths = {path for _, path in self._routes}
+        allowed: dict[str, list[str]] = {}
+        for method, path in self._routes:
+            allowed.setdefault(path, []).append(method)
+        self._allow = {path: ", ".join(sorted(m)).encode() for path, m in allowed.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -47,10 +50,10 @@ class KeelApp:
             handler = self._routes.get((scope["method"], scope["path"]))
             if handler is not None:
                 await handler(scope, receive, send)
-            elif scope["path"] in self._paths:
-                await send_error(
-                    send, GatewayError(405, f"{scope['method']} is not allowed on {scope['path']}.")
-                )
+            elif scope["path"] in self._allow:
+                message = f"{scope['method']} is not allowed on {scope['path']}."
+                allow = [(b"allow", self._allow[scope["path"]])]
+                await send_error(send, GatewayError(405, message), allow)
             else:
                 await send_error(
                     send, GatewayError(404, f"No route {scope['path']}.", code="not_found")

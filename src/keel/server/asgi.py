@@ -60,9 +60,10 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
 
 
 def _too_large(limit: int) -> GatewayError:
+    megabytes = round(limit / (1024 * 1024), 2)
     return GatewayError(
         413,
-        f"Request body is larger than the gateway's limit of {limit // (1024 * 1024)} MB "
+        f"Request body is larger than the gateway's limit of {megabytes:g} MB "
         "(server.max_body_mb in keel.yaml).",
         code="request_too_large",
     )
@@ -96,6 +97,8 @@ def error_body(error: GatewayError) -> bytes:
     )
 
 
-async def send_error(send: Send, error: GatewayError) -> None:
+async def send_error(
+    send: Send, error: GatewayError, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """Send `error` in the OpenAI error format with its status."""
-    await send_bytes(send, error.status, error_body(error))
+    await send_bytes(send, error.status, error_body(error), headers)

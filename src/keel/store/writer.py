@@ -78,6 +78,7 @@ class SpanWriter:
     ) -> None:
         self._engine = engine
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
+        self._pending = 0  # taken off the queue, not yet written
         self._queue_size = queue_size
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
@@ -161,7 +162,7 @@ class SpanWriter:
         with self._lock:
             dropped = self._dropped
         return WriterStats(
-            queued=self._queue.qsize(),
+            queued=self._queue.qsize() + self._pending,
             written=self._written,
             dropped=dropped,
             rejected=self._rejected,
@@ -220,7 +221,10 @@ class SpanWriter:
             try:
                 batch, flushes, finished = self._collect()
                 if batch:
-                    self._write(batch)
+                    try:
+                        self._write(batch)
+                    finally:
+                        self._pending -= len(batch)
                 for flushed in flushes:
                     flushed.set()
                 if finished:
@@ -258,6 +262,7 @@ class SpanWriter:
                 flushes.append(item)
                 break  # write what we have now so the flush returns promptly
             batch.append(item)
+            self._pending += 1  # one writer thread: a plain int, read racily by stats()
             if deadline is None:
                 deadline = time.monotonic() + self._flush_interval_s
         return batch, flushes, False
