@@ -14,7 +14,7 @@ from typing import Any
 
 from keel.core import tokens
 from keel.core.deployments import Deployment
-from keel.core.pricing import PriceTable, cost_usd
+from keel.core.pricing import ModelPrice, PriceTable, cost_usd
 from keel.core.spans import Attempt, Span
 from keel.core.usage import Usage
 from keel.gateway.call import Call
@@ -31,6 +31,7 @@ class Recorder:
         self._prices = prices
         self._capture = capture_messages
         self._pending: set[asyncio.Future[Any]] = set()
+        self._snapshots: dict[ModelPrice, dict[str, float]] = {}
 
     def record(
         self,
@@ -91,7 +92,9 @@ class Recorder:
         if price is None:
             span.unpriced = True
             return
-        snapshot = price.snapshot()
+        snapshot = self._snapshots.get(price)
+        if snapshot is None:
+            snapshot = self._snapshots[price] = price.snapshot()
         span.price = snapshot
         span.cost_usd = cost_usd(usage, snapshot)
 

@@ -6,6 +6,7 @@ gateway is a hot path measured against a bare pass-through proxy.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -71,6 +72,10 @@ class KeelApp:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                # Everything built so far lives as long as the process: keep it out of
+                # the cyclic collector's full scans, which otherwise show as p99 stalls.
+                gc.collect()
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.container.stop()

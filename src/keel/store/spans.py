@@ -89,46 +89,86 @@ def _text(value: object) -> str | None:
     return clean_text(value if isinstance(value, str) else str(value))
 
 
-def span_to_row(span: Span) -> dict[str, Any]:
-    """The `spans` row for `span`, sanitised; CPU work meant for the writer thread."""
+ROW_COLUMNS = (
+    "span_id", "trace_id", "parent_span_id", "name", "kind", "start_time", "end_time",
+    "status", "status_code", "error", "alias", "provider", "model", "deployment",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "usage_estimated", "cost_usd", "unpriced", "price", "latency_ms",
+    "ttft_ms", "stream", "user_id", "session_id", "tags", "metadata", "input", "output",
+    "params", "attempts", "attributes",
+)  # fmt: skip
+
+
+def json_text(value: Any) -> str | None:
+    """`value` as JSON text for a JSON/JSONB column (None stays SQL NULL), sanitised.
+
+    The common clean payload costs one orjson call: orjson refuses lone
+    surrogates, non-string keys and oversized ints and spells NUL as \\u0000, so
+    only a refusal or a NUL sends the value through the slow cleaning walk.
+    """
+    if value is None:
+        return None
+    try:
+        encoded = orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        encoded = orjson.dumps(_clean_json(value))
+    else:
+        if b"\\u0000" in encoded:
+            encoded = orjson.dumps(_clean_json(value))
+    return encoded.decode()
+
+
+def span_to_row(span: Span) -> tuple[Any, ...]:
+    """The `spans` row for `span` in `ROW_COLUMNS` order, sanitised, JSON already serialised.
+
+    Plain tuples for one `executemany`: SQLAlchemy's per-row bind processing
+    cost several times more than the insert itself on the writer thread.
+    """
     usage = span.usage
-    return {
-        "span_id": clean_text(span.span_id),
-        "trace_id": clean_text(span.trace_id),
-        "parent_span_id": _text(span.parent_span_id),
-        "name": clean_text(span.name),
-        "kind": clean_text(span.kind),
-        "start_time": span.start_time,
-        "end_time": span.end_time,
-        "status": clean_text(span.status),
-        "status_code": span.status_code,
-        "error": _text(span.error),
-        "alias": _text(span.alias),
-        "provider": _text(span.provider),
-        "model": _text(span.model),
-        "deployment": _text(span.deployment),
-        "input_tokens": usage.input_tokens if usage else None,
-        "output_tokens": usage.output_tokens if usage else None,
-        "cache_read_tokens": usage.cache_read_tokens if usage else None,
-        "cache_write_tokens": usage.cache_write_tokens if usage else None,
-        "reasoning_tokens": usage.reasoning_tokens if usage else None,
-        "usage_estimated": usage.estimated if usage else None,
-        "cost_usd": span.cost_usd,
-        "unpriced": span.unpriced,
-        "price": clean_json(span.price),
-        "latency_ms": span.latency_ms,
-        "ttft_ms": span.ttft_ms,
-        "stream": span.stream,
-        "user_id": _text(span.user_id),
-        "session_id": _text(span.session_id),
-        "tags": clean_json(span.tags),
-        "metadata": clean_json(span.metadata),
-        "input": clean_json(span.input),
-        "output": clean_json(span.output),
-        "params": clean_json(span.params),
-        "attempts": [clean_json(_attempt_to_json(attempt)) for attempt in span.attempts],
-        "attributes": clean_json(span.attributes),
-    }
+    return (
+        clean_text(span.span_id),
+        clean_text(span.trace_id),
+        _text(span.parent_span_id),
+        clean_text(span.name),
+        clean_text(span.kind),
+        span.start_time,
+        span.end_time,
+        clean_text(span.status),
+        span.status_code,
+        _text(span.error),
+        _text(span.alias),
+        _text(span.provider),
+        _text(span.model),
+        _text(span.deployment),
+        usage.input_tokens if usage else None,
+        usage.output_tokens if usage else None,
+        usage.cache_read_tokens if usage else None,
+        usage.cache_write_tokens if usage else None,
+        usage.reasoning_tokens if usage else None,
+        usage.estimated if usage else None,
+        span.cost_usd,
+        span.unpriced,
+        json_text(span.price),
+        span.latency_ms,
+        span.ttft_ms,
+        span.stream,
+        _text(span.user_id),
+        _text(span.session_id),
+        json_text(span.tags),
+        json_text(span.metadata),
+        json_text(span.input),
+        json_text(span.output),
+        json_text(span.params),
+        json_text([_attempt_to_json(attempt) for attempt in span.attempts]),
+        json_text(span.attributes),
+    )
+
+
+def insert_statement(paramstyle: str) -> str:
+    """The INSERT for `ROW_COLUMNS` in the driver's parameter style (qmark or format)."""
+    marker = "?" if paramstyle == "qmark" else "%s"
+    columns = ", ".join(f'"{name}"' for name in ROW_COLUMNS)
+    return f"INSERT INTO spans ({columns}) VALUES ({', '.join([marker] * len(ROW_COLUMNS))})"
 
 
 def _attempt_to_json(attempt: Attempt) -> dict[str, Any]:

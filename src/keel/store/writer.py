@@ -1,11 +1,11 @@
 """The batching span writer: a bounded queue filled from the hot path, drained by one thread.
 
-`emit` runs on the gateway's event loop, so it only does `put_nowait`; a full
+`emit` runs on the gateway's event loop, so it only appends to a deque; a full
 queue counts the span as dropped and warns (at most once per
-`drop_warning_interval_s`) instead of waiting. One daemon thread takes spans
-off the queue in batches of up to `batch_size`, or whatever arrived within
-`flush_interval_s` of the first one, converts and sanitises them (see
-`keel.store.spans`), and inserts each batch in one transaction.
+`drop_warning_interval_s`) instead of waiting. One daemon thread wakes every
+`flush_interval_s`, or as soon as `batch_size` spans are waiting, converts and
+sanitises them (see `keel.store.spans`) and inserts them in batches of up to
+`batch_size`, one transaction each.
 
 Failure handling, so that nothing accepted is lost silently:
 - the database is unreachable or locked (OperationalError, dropped
@@ -18,29 +18,25 @@ Failure handling, so that nothing accepted is lost silently:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from keel.core.spans import Span
-from keel.store.schema import spans_table
-from keel.store.spans import span_to_row
+from keel.store.spans import insert_statement, span_to_row
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 5.0
-# Queue items besides spans: a flush request, and None to wake the thread on close.
-_Item = Span | threading.Event | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +73,13 @@ class SpanWriter:
         drop_warning_interval_s: float = 5.0,
     ) -> None:
         self._engine = engine
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
+        # deque.append/popleft are atomic under the GIL: the event loop appends
+        # without a lock, and the thread is woken only once per full batch (a
+        # queue.Queue would wake it, and hand it the GIL, on every request).
+        self._spans: deque[Span] = deque()
+        self._flush_requests: deque[threading.Event] = deque()
+        self._wake = threading.Event()
+        self._insert_sql = insert_statement(engine.dialect.paramstyle)
         self._pending = 0  # taken off the queue, not yet written
         self._queue_size = queue_size
         self._batch_size = batch_size
@@ -101,9 +103,13 @@ class SpanWriter:
             if self._closed:
                 self._drop(1, "the writer is closed")
                 return
-            self._queue.put_nowait(span)
-        except queue.Full:
-            self._drop(1, f"the queue is full ({self._queue_size} spans)")
+            queued = len(self._spans)
+            if queued >= self._queue_size:
+                self._drop(1, f"the queue is full ({self._queue_size} spans)")
+                return
+            self._spans.append(span)
+            if queued + 1 == self._batch_size:
+                self._wake.set()
         except Exception:  # the hot path must survive anything, even a broken logger
             pass
 
@@ -122,17 +128,14 @@ class SpanWriter:
         """
         thread = self._thread
         if thread is None or not thread.is_alive():
-            return self._queue.empty()
+            return not self._spans
         if self._closed:  # the thread is draining and will not take requests: wait for it
             thread.join(timeout_s)
             return not thread.is_alive()
         done = threading.Event()
-        deadline = time.monotonic() + timeout_s
-        try:
-            self._queue.put(done, timeout=timeout_s)
-        except queue.Full:
-            return False
-        return done.wait(max(deadline - time.monotonic(), 0.0))
+        self._flush_requests.append(done)
+        self._wake.set()
+        return done.wait(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Write everything still queued, then stop the thread; waits at most `timeout_s`."""
@@ -142,9 +145,7 @@ class SpanWriter:
             self._closed = True
         self.start()  # a writer closed before it was started still drains its queue
         self._stopping.set()
-        # With a full queue the put fails, but then the thread is busy and sees the flag anyway.
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        self._wake.set()
         assert self._thread is not None
         self._thread.join(timeout_s)
         if self._thread.is_alive():
@@ -152,7 +153,7 @@ class SpanWriter:
                 "span writer: close timed out after %.1fs with %d spans still queued; "
                 "they are written only if the process keeps running",
                 timeout_s,
-                self._queue.qsize(),
+                len(self._spans),
             )
             return
         self._drop(self._discard_leftovers(), "they arrived after the writer closed")
@@ -162,7 +163,7 @@ class SpanWriter:
         with self._lock:
             dropped = self._dropped
         return WriterStats(
-            queued=self._queue.qsize() + self._pending,
+            queued=len(self._spans) + self._pending,
             written=self._written,
             dropped=dropped,
             rejected=self._rejected,
@@ -203,72 +204,44 @@ class SpanWriter:
         )
 
     def _discard_leftovers(self) -> int:
-        count = 0
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return count
-            if isinstance(item, Span):
-                count += 1
-            elif isinstance(item, threading.Event):
-                item.set()
+        count = len(self._spans)
+        self._spans.clear()
+        while self._flush_requests:
+            self._flush_requests.popleft().set()
+        return count
 
     # -- the writer thread -------------------------------------------------
 
     def _run(self) -> None:
         while True:
             try:
-                batch, flushes, finished = self._collect()
-                if batch:
-                    try:
-                        self._write(batch)
-                    finally:
-                        self._pending -= len(batch)
+                self._wake.wait(self._flush_interval_s)
+                self._wake.clear()
+                stopping = self._stopping.is_set()
+                # Flush requests taken before the drain cover every span emitted before them.
+                flushes = [self._flush_requests.popleft() for _ in range(len(self._flush_requests))]
+                self._drain()
                 for flushed in flushes:
                     flushed.set()
-                if finished:
+                if stopping and not self._spans:
                     return
             except Exception:
                 log.exception("span writer: unexpected error; continuing")
                 time.sleep(self._flush_interval_s)
 
-    def _collect(self) -> tuple[list[Span], list[threading.Event], bool]:
-        """The next batch, flush requests met on the way, and whether the queue is done."""
-        batch: list[Span] = []
-        flushes: list[threading.Event] = []
-        deadline: float | None = None
-        while len(batch) < self._batch_size:
-            if self._stopping.is_set():
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    return batch, flushes, True
-            else:
-                wait = self._flush_interval_s
-                if deadline is not None:
-                    wait = deadline - time.monotonic()
-                    if wait <= 0:
-                        break
-                try:
-                    item = self._queue.get(timeout=wait)
-                except queue.Empty:
-                    if deadline is None:
-                        continue  # idle: look at the stop flag again
-                    break
-            if item is None:
-                continue
-            if isinstance(item, threading.Event):
-                flushes.append(item)
-                break  # write what we have now so the flush returns promptly
-            batch.append(item)
-            self._pending += 1  # one writer thread: a plain int, read racily by stats()
-            if deadline is None:
-                deadline = time.monotonic() + self._flush_interval_s
-        return batch, flushes, False
+    def _drain(self) -> None:
+        """Write everything queued now, in batches of at most `batch_size`."""
+        spans = self._spans
+        while spans:
+            batch = [spans.popleft() for _ in range(min(self._batch_size, len(spans)))]
+            self._pending = len(batch)
+            try:
+                self._write(batch)
+            finally:
+                self._pending = 0
 
     def _write(self, batch: Sequence[Span]) -> None:
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for span in batch:
             try:
                 rows.append(span_to_row(span))
@@ -302,13 +275,13 @@ class SpanWriter:
                 return
         self._write_one_by_one(rows)
 
-    def _write_one_by_one(self, rows: Sequence[dict[str, Any]]) -> None:
+    def _write_one_by_one(self, rows: Sequence[tuple[Any, ...]]) -> None:
         failures: list[tuple[str, str]] = []
         for row in rows:
             try:
                 self._insert([row])
             except Exception as exc:
-                failures.append((str(row.get("span_id")), _describe(exc)))
+                failures.append((str(row[0]), _describe(exc)))
             else:
                 self._written += 1
         if failures:
@@ -323,9 +296,9 @@ class SpanWriter:
                 more,
             )
 
-    def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
+    def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
         with self._engine.begin() as connection:
-            connection.execute(insert(spans_table), list(rows))
+            connection.exec_driver_sql(self._insert_sql, list(rows))
 
 
 def _is_transient(exc: DBAPIError) -> bool:
