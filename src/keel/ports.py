@@ -36,7 +36,9 @@ class EmbeddingsResult:
 class ChatStream(Protocol):
     """An open streaming completion, yielding OpenAI SSE frames (`data: {...}\\n\\n`).
 
-    The last frame is `data: [DONE]\\n\\n`. After iteration ends, `usage` holds
+    Each item holds one or more whole frames: everything one upstream read
+    completed, so a burst of chunks costs one write to the client. The last
+    frame is `data: [DONE]\\n\\n`. After iteration ends, `usage` holds
     what the upstream reported (or None), `output` the assembled assistant
     answer as `{"choices": [{"index", "message", "finish_reason"}]}` (the shape
     of a non-streaming response's choices) and `first_token_at` the

@@ -104,15 +104,24 @@ class AnthropicChatStream:
         translator = self._translator
         parser = SSEParser()
         try:
-            async for line in self._stream.lines():
-                event = parser.feed(line)
-                if event is None:
-                    continue
-                frames = translator.feed(*event)
+            async for lines in self._stream.line_batches():
+                out: list[bytes] = []
+                try:
+                    for line in lines:
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        out.extend(translator.feed(*event))
+                        if translator.finished:
+                            break
+                except UpstreamError:
+                    if out:  # what arrived before the failure still reaches the client
+                        yield b"".join(out)
+                    raise
                 if self.first_token_at is None and translator.saw_token:
                     self.first_token_at = time.perf_counter()
-                for frame in frames:
-                    yield frame
+                if out:
+                    yield out[0] if len(out) == 1 else b"".join(out)
                 if translator.finished:
                     break
             else:

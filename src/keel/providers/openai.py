@@ -104,29 +104,32 @@ class OpenAIChatStream:
     async def _frames(self) -> AsyncIterator[bytes]:
         done = False
         try:
-            async for line in self._stream.lines():
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments, `event:` lines
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    done = True
-                    break
+            async for lines in self._stream.line_batches():
+                out: list[bytes] = []
                 try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamError("malformed", f"stream chunk is not JSON: {exc}") from exc
-                if not isinstance(chunk, dict):
-                    raise UpstreamError("malformed", "stream chunk is not a JSON object")
-                if "error" in chunk:
-                    raise UpstreamError("http", _error_message(chunk), status=500, body=data)
-                if self._absorb(chunk):
-                    yield b"data: " + data + b"\n\n"
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue  # blank separators, comments, `event:` lines
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            done = True
+                            out.append(_DONE)
+                            break
+                        if self._absorb(_chunk(data)):
+                            out.append(b"data: " + data + b"\n\n")
+                except UpstreamError:
+                    if out:  # what arrived before the failure still reaches the client
+                        yield b"".join(out)
+                    raise
+                if out:
+                    yield out[0] if len(out) == 1 else b"".join(out)
+                if done:
+                    break
         finally:
             self._stream.close()
+            self.output = {"choices": [self._choices[i] for i in sorted(self._choices)]}
         if not done:
             raise UpstreamError("connection", "upstream stream ended before [DONE]")
-        self.output = {"choices": [self._choices[i] for i in sorted(self._choices)]}
-        yield _DONE
 
     def _absorb(self, chunk: dict[str, Any]) -> bool:
         """Fold one chunk into the assembled answer; False when the chunk is not forwarded."""
@@ -165,6 +168,18 @@ class OpenAIChatStream:
 
     async def aclose(self) -> None:
         self._stream.close()
+
+
+def _chunk(data: bytes) -> dict[str, Any]:
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("malformed", f"stream chunk is not JSON: {exc}") from exc
+    if not isinstance(chunk, dict):
+        raise UpstreamError("malformed", "stream chunk is not a JSON object")
+    if "error" in chunk:
+        raise UpstreamError("http", _error_message(chunk), status=500, body=data)
+    return chunk
 
 
 def _merge_delta(message: dict[str, Any], delta: dict[str, Any]) -> None:

@@ -44,15 +44,28 @@ class UpstreamStream:
         retry_after = parse_retry_after(self._response.headers.get("retry-after"), time.time())
         return UpstreamReply(self.status, body, retry_after)
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """Each line of the body, with its line ending; network failures become UpstreamError."""
+    async def line_batches(self) -> AsyncIterator[list[bytes]]:
+        """The body's lines (endings removed), as many as each network read completed.
+
+        Batches instead of single lines so that a burst of stream chunks is
+        parsed and relayed as one write to the client, not one per chunk.
+        Network failures become UpstreamError.
+        """
         content = self._response.content
+        pending = b""
         try:
             while True:
-                line = await content.readline()
-                if not line:
+                data = await content.readany()
+                if not data:
+                    if pending:
+                        yield [pending.rstrip(b"\r")]
                     return
-                yield line
+                if b"\n" not in data:
+                    pending += data
+                    continue
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop()
+                yield [line[:-1] if line[-1:] == b"\r" else line for line in lines]
         except TimeoutError as exc:
             raise UpstreamError("timeout", "upstream stopped sending mid-stream") from exc
         except aiohttp.ClientError as exc:

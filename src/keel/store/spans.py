@@ -164,11 +164,22 @@ def span_to_row(span: Span) -> tuple[Any, ...]:
     )
 
 
-def insert_statement(paramstyle: str) -> str:
-    """The INSERT for `ROW_COLUMNS` in the driver's parameter style (qmark or format)."""
+# SQLite allows 32766 bound parameters per statement, PostgreSQL 65535.
+MAX_ROWS_PER_INSERT = 32766 // len(ROW_COLUMNS)
+
+
+def insert_statement(paramstyle: str, rows: int) -> str:
+    """One INSERT of `rows` rows of `ROW_COLUMNS` in the driver's parameter style.
+
+    A single multi-row statement, not `executemany`: sqlite3 releases and
+    re-takes the GIL for every row of an executemany, and under load each
+    re-take waits for the busy event loop, so the writer fell behind and the
+    queue overflowed.
+    """
     marker = "?" if paramstyle == "qmark" else "%s"
     columns = ", ".join(f'"{name}"' for name in ROW_COLUMNS)
-    return f"INSERT INTO spans ({columns}) VALUES ({', '.join([marker] * len(ROW_COLUMNS))})"
+    one = f"({', '.join([marker] * len(ROW_COLUMNS))})"
+    return f"INSERT INTO spans ({columns}) VALUES {', '.join([one] * rows)}"
 
 
 def _attempt_to_json(attempt: Attempt) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from keel.core.spans import Span
-from keel.store.spans import insert_statement, span_to_row
+from keel.store.spans import MAX_ROWS_PER_INSERT, insert_statement, span_to_row
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ class SpanWriter:
         self._spans: deque[Span] = deque()
         self._flush_requests: deque[threading.Event] = deque()
         self._wake = threading.Event()
-        self._insert_sql = insert_statement(engine.dialect.paramstyle)
+        self._paramstyle = engine.dialect.paramstyle
+        self._statements: dict[int, str] = {}
         self._pending = 0  # taken off the queue, not yet written
         self._queue_size = queue_size
         self._batch_size = batch_size
@@ -298,7 +299,15 @@ class SpanWriter:
 
     def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
         with self._engine.begin() as connection:
-            connection.exec_driver_sql(self._insert_sql, list(rows))
+            for start in range(0, len(rows), MAX_ROWS_PER_INSERT):
+                chunk = rows[start : start + MAX_ROWS_PER_INSERT]
+                statement = self._statements.get(len(chunk))
+                if statement is None:
+                    statement = insert_statement(self._paramstyle, len(chunk))
+                    if len(self._statements) < 64:  # batch sizes repeat; bound the cache anyway
+                        self._statements[len(chunk)] = statement
+                values = tuple(value for row in chunk for value in row)
+                connection.exec_driver_sql(statement, values)
 
 
 def _is_transient(exc: DBAPIError) -> bool:

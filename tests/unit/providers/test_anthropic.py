@@ -174,7 +174,9 @@ async def test_stream_relays_openai_frames_and_records_the_answer(
             "stream_options": {"include_usage": True},
         }
     )
-    frames = [frame async for frame in stream]
+    # Each item holds one or more whole frames (as many as one network read completed).
+    body = b"".join([item async for item in stream])
+    frames = [frame + b"\n\n" for frame in body.split(b"\n\n") if frame]
     assert state.requests[0][2]["stream"] is True
     assert frames[-1] == b"data: [DONE]\n\n"
     assert orjson.loads(frames[-2][6:])["usage"]["prompt_tokens"] == 135
@@ -199,7 +201,8 @@ async def test_stream_cut_before_message_stop_is_a_connection_error(
         async for frame in stream:
             frames.append(frame)
     assert info.value.kind == "connection"
-    assert len(frames) == 3  # role, "Hello", " world": what arrived was relayed
+    # role, "Hello", " world": what arrived was relayed
+    assert b"".join(frames).count(b"data: ") == 3
     assert stream.output["choices"][0]["message"]["content"] == "Hello world"
 
 
@@ -222,3 +225,21 @@ async def test_embeddings_are_a_client_error(
     with pytest.raises(GatewayError) as info:
         await make_provider("http://unused").embeddings({"input": "x"})
     assert (info.value.status, info.value.param) == (400, "model")
+
+
+async def test_frames_read_together_with_an_error_event_are_relayed_before_the_error(
+    upstream: tuple[Upstream, str], make_provider: Callable[[str], AnthropicProvider]
+) -> None:
+    state, base = upstream
+    head = TEXT_TRANSCRIPT.partition(b"event: message_delta")[0]
+    error = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n'
+    state.stream_chunks = [head + error]  # one network read holds the text and the error
+    stream = await make_provider(base).open_chat_stream(
+        {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    )
+    items: list[bytes] = []
+    with pytest.raises(UpstreamError) as info:
+        async for item in stream:
+            items.append(item)
+    assert info.value.status == 529
+    assert b"".join(items).count(b"data: ") == 3  # role, "Hello", " world" came first
