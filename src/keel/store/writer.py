@@ -37,6 +37,7 @@ from keel.store.spans import MAX_ROWS_PER_INSERT, insert_statement, span_to_row
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 5.0
+_CHUNK_SIZES = tuple(s for s in (256, 64, 16, 4, 1) if s <= MAX_ROWS_PER_INSERT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,15 +300,17 @@ class SpanWriter:
 
     def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
         with self._engine.begin() as connection:
-            for start in range(0, len(rows), MAX_ROWS_PER_INSERT):
-                chunk = rows[start : start + MAX_ROWS_PER_INSERT]
-                statement = self._statements.get(len(chunk))
+            start = 0
+            while start < len(rows):
+                # Only a few statement sizes: drivers cache one prepared statement per
+                # distinct SQL text, and one per row count (1..256) grew RSS by tens of MB.
+                size = next(s for s in _CHUNK_SIZES if s <= len(rows) - start)
+                chunk = rows[start : start + size]
+                start += size
+                statement = self._statements.get(size)
                 if statement is None:
-                    statement = insert_statement(self._paramstyle, len(chunk))
-                    if len(self._statements) < 64:  # batch sizes repeat; bound the cache anyway
-                        self._statements[len(chunk)] = statement
-                values = tuple(value for row in chunk for value in row)
-                connection.exec_driver_sql(statement, values)
+                    statement = self._statements[size] = insert_statement(self._paramstyle, size)
+                connection.exec_driver_sql(statement, tuple(v for row in chunk for v in row))
 
 
 def _is_transient(exc: DBAPIError) -> bool:
