@@ -24,19 +24,20 @@ from keel.core.spans import Attempt
 from keel.gateway.call import Call
 from keel.gateway.recorder import Recorder
 from keel.gateway.router import Router, Target
-from keel.ports import ChatResult, ChatStream, EmbeddingsResult, Provider
+from keel.ports import ChatStream, Provider
 
 T = TypeVar("T")
 _MOVE_ON = frozenset((401, 403, 404))
 CLIENT_CLOSED = 499  # nginx's convention for "client went away before the answer"
 
 
-class Exhausted(Exception):
-    """Every planned attempt failed; `error` is what the client gets."""
+class Exhausted(GatewayError):
+    """The call failed for good: the client gets this error; `attempts` says what was tried."""
 
     def __init__(self, error: GatewayError, attempts: list[Attempt]) -> None:
-        super().__init__(error.message)
-        self.error = error
+        super().__init__(
+            error.status, error.message, type=error.type, code=error.code, param=error.param
+        )
         self.attempts = attempts
 
 
@@ -61,10 +62,9 @@ class Gateway:
     async def chat(self, call: Call) -> bytes:
         """A non-streaming chat completion: the OpenAI response body to send."""
 
-        async def send(provider: Provider) -> ChatResult:
-            return await provider.chat(call.body)
-
-        result, target, attempts = await self._attempt_all(call, send, "chat.completions")
+        result, target, attempts = await self._attempt_all(
+            call, lambda provider: provider.chat(call.body), "chat.completions"
+        )
         self._recorder.record(
             call,
             kind="generation",
@@ -81,10 +81,9 @@ class Gateway:
     async def embeddings(self, call: Call) -> bytes:
         """An embeddings call: the OpenAI response body to send."""
 
-        async def send(provider: Provider) -> EmbeddingsResult:
-            return await provider.embeddings(call.body)
-
-        result, target, attempts = await self._attempt_all(call, send, "embeddings")
+        result, target, attempts = await self._attempt_all(
+            call, lambda provider: provider.embeddings(call.body), "embeddings"
+        )
         self._recorder.record(
             call,
             kind="embedding",
@@ -183,8 +182,8 @@ class Gateway:
                 usage=None,
                 output=None,
                 attempts=attempts,
-                status_code=exc.error.status,
-                error=exc.error.message,
+                status_code=exc.status,
+                error=exc.message,
             )
             raise
         except asyncio.CancelledError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -18,7 +18,7 @@ import orjson
 from keel.core.errors import GatewayError
 from keel.core.ids import new_span_id, new_trace_id, parse_traceparent
 from keel.gateway.call import Call, validate_chat_body, validate_embeddings_body
-from keel.gateway.pipeline import Exhausted, Gateway
+from keel.gateway.pipeline import Gateway
 from keel.server.asgi import (
     SSE_HEADERS,
     ClientGone,
@@ -30,6 +30,8 @@ from keel.server.asgi import (
     send_bytes,
     send_error,
 )
+
+Responder = Callable[[Call, Send, list[tuple[bytes, bytes]]], Awaitable[None]]
 
 _UNAUTHORIZED = GatewayError(
     401,
@@ -103,37 +105,28 @@ class OpenAIRoutes:
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = await self._call(scope, receive, send, validate_chat_body)
-        if call is None:
-            return
-        watch = DisconnectWatch(receive)
-        trace_header = [(b"x-keel-trace-id", call.trace_id.encode())]
-        try:
-            if call.body.get("stream") is True:
-                frames = await self._gateway.chat_stream(call)
-                await self._stream(send, frames, trace_header)
-            else:
-                body = await self._gateway.chat(call)
-                await send_bytes(send, 200, body, trace_header)
-        except Exhausted as exc:
-            await send_error(send, exc.error)
-        except GatewayError as exc:
-            await send_error(send, exc)
-        except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-        finally:
-            watch.stop()
+        if call is not None:
+            await self._respond(call, receive, send, self._chat)
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = await self._call(scope, receive, send, validate_embeddings_body)
-        if call is None:
-            return
+        if call is not None:
+            await self._respond(call, receive, send, self._embeddings)
+
+    async def _chat(self, call: Call, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+        if call.body.get("stream") is True:
+            await self._stream(send, await self._gateway.chat_stream(call), headers)
+        else:
+            await send_bytes(send, 200, await self._gateway.chat(call), headers)
+
+    async def _embeddings(self, call: Call, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+        await send_bytes(send, 200, await self._gateway.embeddings(call), headers)
+
+    async def _respond(self, call: Call, receive: Receive, send: Send, respond: Responder) -> None:
+        """Run `respond` watching for the client leaving; gateway errors in OpenAI format."""
         watch = DisconnectWatch(receive)
         try:
-            body = await self._gateway.embeddings(call)
-            await send_bytes(send, 200, body, [(b"x-keel-trace-id", call.trace_id.encode())])
-        except Exhausted as exc:
-            await send_error(send, exc.error)
+            await respond(call, send, [(b"x-keel-trace-id", call.trace_id.encode())])
         except GatewayError as exc:
             await send_error(send, exc)
         except asyncio.CancelledError:
