@@ -41,27 +41,40 @@ _UNAUTHORIZED = GatewayError(
 
 
 class DisconnectWatch:
-    """Cancels the current task when the client disconnects (after the body was read)."""
+    """Cancels the current task when the client disconnects (after the body was read).
 
-    __slots__ = ("_task", "_watcher", "gone")
+    The watching task starts only after `delay_s`: most calls finish sooner and
+    never pay for it (a task per request cost ~9% of throughput). A client
+    that leaves earlier is noticed when the watcher starts, since the server
+    remembers the disconnect, so the upstream call is cancelled within `delay_s`.
+    """
 
-    def __init__(self, receive: Receive) -> None:
+    __slots__ = ("_receive", "_task", "_timer", "_watcher", "gone")
+
+    def __init__(self, receive: Receive, delay_s: float = 0.05) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
+        self._receive = receive
+        self._watcher: asyncio.Task[None] | None = None
         self.gone = False
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._timer = asyncio.get_running_loop().call_later(delay_s, self._start)
 
-    async def _watch(self, receive: Receive) -> None:
+    def _start(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
         while True:
-            message = await receive()
+            message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.gone = True
                 self._task.cancel()
                 return
 
     def stop(self) -> None:
-        self._watcher.cancel()
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
     def absorb(self) -> bool:
         """True when a CancelledError came from our own disconnect cancel (then swallow it)."""
