@@ -66,16 +66,10 @@ class Gateway:
             call, lambda provider: provider.chat(call.body), "chat.completions"
         )
         self._recorder.record(
-            call,
-            kind="generation",
-            name="chat.completions",
-            deployment=target.deployment,
-            model=result.model,
-            usage=result.usage,
-            output=result.response.get("choices"),
-            attempts=attempts,
-            status_code=200,
-        )
+            call, kind="generation", name="chat.completions", deployment=target.deployment,
+            model=result.model, usage=result.usage, output=result.response.get("choices"),
+            attempts=attempts, status_code=200,
+        )  # fmt: skip
         return result.body
 
     async def embeddings(self, call: Call) -> bytes:
@@ -85,16 +79,10 @@ class Gateway:
             call, lambda provider: provider.embeddings(call.body), "embeddings"
         )
         self._recorder.record(
-            call,
-            kind="embedding",
-            name="embeddings",
-            deployment=target.deployment,
-            model=result.model,
-            usage=result.usage,
-            output=None,
-            attempts=attempts,
+            call, kind="embedding", name="embeddings", deployment=target.deployment,
+            model=result.model, usage=result.usage, output=None, attempts=attempts,
             status_code=200,
-        )
+        )  # fmt: skip
         return result.body
 
     async def chat_stream(self, call: Call) -> AsyncIterator[bytes]:
@@ -170,35 +158,20 @@ class Gateway:
     ) -> tuple[T, Target, list[Attempt]]:
         kind = "embedding" if name == "embeddings" else "generation"
         attempts: list[Attempt] = []
+
+        def record_failure(status_code: int, error: str) -> None:
+            self._recorder.record(
+                call, kind=kind, name=name, deployment=None, model=None, usage=None,
+                output=None, attempts=attempts, status_code=status_code, error=error,
+            )  # fmt: skip
+
         try:
             return await self._try_targets(call, send, attempts)
         except Exhausted as exc:
-            self._recorder.record(
-                call,
-                kind=kind,
-                name=name,
-                deployment=None,
-                model=None,
-                usage=None,
-                output=None,
-                attempts=attempts,
-                status_code=exc.status,
-                error=exc.message,
-            )
+            record_failure(exc.status, exc.message)
             raise
         except asyncio.CancelledError:
-            self._recorder.record(
-                call,
-                kind=kind,
-                name=name,
-                deployment=None,
-                model=None,
-                usage=None,
-                output=None,
-                attempts=attempts,
-                status_code=CLIENT_CLOSED,
-                error="client disconnected",
-            )
+            record_failure(CLIENT_CLOSED, "client disconnected")
             raise
 
     async def _try_targets(
