@@ -37,7 +37,14 @@ from keel.store.spans import MAX_ROWS_PER_INSERT, insert_statement, span_to_row
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 5.0
-_CHUNK_SIZES = tuple(s for s in (256, 64, 16, 4, 1) if s <= MAX_ROWS_PER_INSERT)
+_CHUNK_SIZES = tuple(s for s in (64, 16, 4, 1) if s <= MAX_ROWS_PER_INSERT)
+# The writer shares the GIL with the event loop: it converts and binds in slices and lets
+# the loop run between them, so a batch never stalls a request for milliseconds.
+_SLICE = 32
+
+
+def _yield_gil() -> None:
+    time.sleep(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +251,9 @@ class SpanWriter:
 
     def _write(self, batch: Sequence[Span]) -> None:
         rows: list[tuple[Any, ...]] = []
-        for span in batch:
+        for index, span in enumerate(batch):
+            if index % _SLICE == _SLICE - 1:
+                _yield_gil()
             try:
                 rows.append(span_to_row(span))
             except Exception as exc:
@@ -311,6 +320,7 @@ class SpanWriter:
                 if statement is None:
                     statement = self._statements[size] = insert_statement(self._paramstyle, size)
                 connection.exec_driver_sql(statement, tuple(v for row in chunk for v in row))
+                _yield_gil()
 
 
 def _is_transient(exc: DBAPIError) -> bool:
