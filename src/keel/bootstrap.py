@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import inspect
+
+from keel.core.errors import KeelError
 from keel.gateway.pipeline import Gateway
 from keel.gateway.recorder import Recorder
 from keel.gateway.router import Router
@@ -67,4 +70,11 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
 
 def open_spans(settings: Settings) -> SpanRepository:
     """Read access to recorded spans (for the CLI), without starting the gateway."""
-    return SpanRepository(create_engine_for(settings.database_url))
+    engine = create_engine_for(settings.database_url)
+    if not inspect(engine).has_table("spans"):
+        raise KeelError(
+            f"the database {engine.url.render_as_string(hide_password=True)} has no Keel "
+            "tables yet; run `keel db upgrade` (or start `keel serve`, which migrates), or "
+            "point KEEL_DATABASE_URL at the database `keel serve` writes to"
+        )
+    return SpanRepository(engine)

@@ -317,3 +317,17 @@ def test_health_counts_a_span_waiting_for_its_batch(
     running.client().chat.completions.create(model="fast", messages=USER)
     stats = httpx2.get(running.url + "/health", timeout=5).json()["recording"]
     assert stats["queued"] + stats["written"] == 1, stats
+
+
+def test_traces_on_a_database_without_keel_tables_says_what_to_do(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "keel.cli.main", "traces", "list"],
+        env={**os.environ, "KEEL_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "no Keel tables yet" in result.stderr and "keel db upgrade" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
