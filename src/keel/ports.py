@@ -75,11 +75,3 @@ class SpanSink(Protocol):
     """Where finished spans go. `emit` never blocks and never raises."""
 
     def emit(self, span: Span) -> None: ...
-
-
-class Clock(Protocol):
-    """Wall time for timestamps, monotonic time for durations."""
-
-    def now(self) -> float: ...
-
-    def monotonic(self) -> float: ...

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -42,11 +41,6 @@ def main() -> None:
     except KeelError as exc:
         click.echo(f"keel: {exc}", err=True)
         sys.exit(2)
-
-
-def environment() -> dict[str, str]:
-    """The process environment, read in one place."""
-    return dict(os.environ)
 
 
 if __name__ == "__main__":

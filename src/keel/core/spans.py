@@ -7,19 +7,6 @@ from typing import Any
 
 from keel.core.usage import Usage
 
-SPAN_KINDS = (
-    "span",
-    "generation",
-    "embedding",
-    "retrieval",
-    "rerank",
-    "tool",
-    "agent",
-    "chain",
-    "guardrail",
-    "evaluator",
-)
-
 
 @dataclass(slots=True)
 class Attempt:

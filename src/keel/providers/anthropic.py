@@ -20,7 +20,7 @@ from keel.ports import ChatResult, EmbeddingsResult
 from keel.providers.anthropic_response import chat_completion, error_from_status
 from keel.providers.anthropic_stream import SSEParser, StreamTranslator
 from keel.providers.anthropic_translate import to_anthropic_request
-from keel.providers.transport import HttpTransport, UpstreamStream
+from keel.providers.transport import HttpTransport, UpstreamStream, upstream_object
 
 DEFAULT_API_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -48,12 +48,7 @@ class AnthropicProvider:
         )
         if reply.status != 200:
             raise error_from_status(reply.status, reply.body, reply.retry_after_s)
-        try:
-            doc = orjson.loads(reply.body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError("malformed", f"answer is not JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise UpstreamError("malformed", "answer is not a JSON object")
+        doc = upstream_object(reply.body, "answer")
         response, usage = chat_completion(
             doc, created=int(time.time()), model=self._model, json_tool=request.json_tool
         )

@@ -22,6 +22,7 @@ from keel.providers.anthropic_response import (
     finish_reason,
     openai_usage,
 )
+from keel.providers.transport import upstream_object
 
 DONE = b"data: [DONE]\n\n"
 _NOTHING: tuple[bytes, ...] = ()
@@ -97,12 +98,7 @@ class StreamTranslator:
 
     def feed(self, event: str, data: bytes) -> tuple[bytes, ...]:
         """The frames one event stands for; raises UpstreamError for an error event."""
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError("malformed", f"stream event is not JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise UpstreamError("malformed", "stream event is not a JSON object")
+        doc = upstream_object(data, "stream event")
         kind = doc.get("type") or event
         if kind == "content_block_delta":
             return self._block_delta(doc)

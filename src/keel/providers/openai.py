@@ -17,7 +17,12 @@ from keel.core.deployments import Deployment
 from keel.core.errors import UpstreamError
 from keel.core.usage import Usage, usage_from_openai
 from keel.ports import ChatResult, EmbeddingsResult
-from keel.providers.transport import HttpTransport, UpstreamReply, UpstreamStream
+from keel.providers.transport import (
+    HttpTransport,
+    UpstreamReply,
+    UpstreamStream,
+    upstream_object,
+)
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 _DONE = b"data: [DONE]\n\n"
@@ -171,12 +176,7 @@ class OpenAIChatStream:
 
 
 def _chunk(data: bytes) -> dict[str, Any]:
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError("malformed", f"stream chunk is not JSON: {exc}") from exc
-    if not isinstance(chunk, dict):
-        raise UpstreamError("malformed", "stream chunk is not a JSON object")
+    chunk = upstream_object(data, "stream chunk")
     if "error" in chunk:
         raise UpstreamError("http", _error_message(chunk), status=500, body=data)
     return chunk
@@ -209,13 +209,7 @@ def _merge_delta(message: dict[str, Any], delta: dict[str, Any]) -> None:
 def _parse_ok(reply: UpstreamReply) -> dict[str, Any]:
     if reply.status != 200:
         raise error_from_reply(reply)
-    try:
-        doc = orjson.loads(reply.body)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError("malformed", f"answer is not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise UpstreamError("malformed", "answer is not a JSON object")
-    return doc
+    return upstream_object(reply.body, "answer")
 
 
 def error_from_reply(reply: UpstreamReply) -> UpstreamError:

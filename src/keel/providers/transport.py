@@ -10,8 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+import orjson
 
 from keel.core.errors import UpstreamError
 from keel.core.retry import parse_retry_after
@@ -138,18 +140,6 @@ class HttpTransport:
         except aiohttp.ClientError as exc:
             raise UpstreamError("connection", _describe(exc)) from exc
 
-    async def get(self, url: str, headers: Mapping[str, str], timeout_s: float) -> UpstreamReply:
-        """GET and read the whole answer."""
-        try:
-            async with self.session.get(
-                url, headers=headers, timeout=self._timeout(timeout_s, False)
-            ) as response:
-                return UpstreamReply(response.status, await response.read(), None)
-        except TimeoutError as exc:
-            raise UpstreamError("timeout", f"no answer within {timeout_s:g}s") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("connection", _describe(exc)) from exc
-
     async def open_stream(
         self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
     ) -> UpstreamStream:
@@ -163,6 +153,17 @@ class HttpTransport:
         except aiohttp.ClientError as exc:
             raise UpstreamError("connection", _describe(exc)) from exc
         return UpstreamStream(response)
+
+
+def upstream_object(data: bytes, what: str) -> dict[str, Any]:
+    """`data` parsed as a JSON object; UpstreamError "malformed" (retryable) otherwise."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("malformed", f"{what} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise UpstreamError("malformed", f"{what} is not a JSON object")
+    return doc
 
 
 def _describe(exc: BaseException) -> str:

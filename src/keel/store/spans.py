@@ -44,22 +44,6 @@ def clean_text(value: str) -> str:
     return value
 
 
-def clean_json(value: Any) -> Any:
-    """`value` ready for a JSON column, every string and key passed through `clean_text`."""
-    if isinstance(value, dict | list):
-        # Fast path for the common clean payload: orjson refuses lone surrogates,
-        # non-string keys and oversized ints, and spells NUL as \u0000; if it
-        # accepts the value and no NUL shows up, storing it unchanged is safe.
-        try:
-            encoded = orjson.dumps(value)
-        except (orjson.JSONEncodeError, TypeError):
-            pass
-        else:
-            if b"\\u0000" not in encoded:
-                return value
-    return _clean_json(value)
-
-
 def _clean_json(value: Any) -> Any:
     if isinstance(value, str):
         return clean_text(value)

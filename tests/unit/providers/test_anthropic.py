@@ -19,6 +19,7 @@ from keel.core.errors import GatewayError, UpstreamError
 from keel.core.usage import Usage
 from keel.providers.anthropic import AnthropicProvider
 from keel.providers.transport import HttpTransport
+from tests.unit.providers.transcripts import TEXT_TRANSCRIPT
 
 MESSAGE = {
     "id": "msg_1",
@@ -30,33 +31,6 @@ MESSAGE = {
     "stop_sequence": None,
     "usage": {"input_tokens": 3, "output_tokens": 2, "cache_read_input_tokens": 7},
 }
-
-
-TEXT_TRANSCRIPT = b"""event: message_start
-data: {"type":"message_start","message":{"id":"msg_01XF","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5-20250929","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":10,"cache_read_input_tokens":100,"output_tokens":1}}}
-
-event: content_block_start
-data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
-
-event: ping
-data: {"type": "ping"}
-
-event: content_block_delta
-data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}
-
-event: content_block_delta
-data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" world"}}
-
-event: content_block_stop
-data: {"type":"content_block_stop","index":0}
-
-event: message_delta
-data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}
-
-event: message_stop
-data: {"type":"message_stop"}
-
-"""  # noqa: E501 (recorded wire lines)
 
 
 @dataclass
