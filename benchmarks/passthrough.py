@@ -1,7 +1,8 @@
 """A bare pass-through proxy: the floor Keel's gateway is measured against.
 
 The same ASGI server as `keel serve` (uvicorn, uvloop, httptools, one worker, no access
-log) and the same upstream client (one pooled aiohttp ClientSession), doing nothing but
+log) and the same upstream client (Keel's pooled HTTP/1.1 client, `keel.providers.http1`),
+doing nothing but
 reading the request body, POSTing it to the upstream at the same path, reading the whole
 answer and returning it with its status and content type. No parsing, no routing, no
 recording: whatever Keel costs above this is the price of its own code.
@@ -15,8 +16,9 @@ import argparse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import aiohttp
 import uvicorn
+
+from keel.providers.http1 import Client, Endpoint
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,6 +26,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _UPSTREAM_HEADERS = {"Content-Type": "application/json"}
+_TIMEOUT_S = 60.0
 
 
 class PassThrough:
@@ -31,8 +34,8 @@ class PassThrough:
 
     def __init__(self, upstream: str) -> None:
         self._upstream = upstream.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(total=60)
+        self._client = Client()
+        self._endpoints: dict[str, Endpoint] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -44,22 +47,13 @@ class PassThrough:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                # The same pool settings as keel.providers.transport.HttpTransport.
-                connector = aiohttp.TCPConnector(
-                    limit=1000, ttl_dns_cache=300, enable_cleanup_closed=True
-                )
-                self._session = aiohttp.ClientSession(
-                    connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
-                )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._session is not None:
-                    await self._session.close()
+                self._client.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self._session is not None
         parts: list[bytes] = []
         while True:
             message = await receive()
@@ -69,16 +63,18 @@ class PassThrough:
             if not message.get("more_body", False):
                 break
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        async with self._session.request(
-            scope["method"],
-            self._upstream + scope["path"],
-            data=body,
-            headers=_UPSTREAM_HEADERS,
-            timeout=self._timeout,
-        ) as response:
-            payload = await response.read()
-            content_type = response.headers.get("Content-Type", "application/json")
-            status = response.status
+        path = scope["path"]
+        endpoint = self._endpoints.get(path)
+        if endpoint is None:
+            endpoint = self._client.endpoint(self._upstream + path, _UPSTREAM_HEADERS)
+            self._endpoints[path] = endpoint
+        response = await self._client.post(endpoint, body, _TIMEOUT_S, streaming=False)
+        try:
+            payload = await response.read_all()
+        finally:
+            response.close()
+        content_type = response.header("content-type") or "application/json"
+        status = response.status
         await send(
             {
                 "type": "http.response.start",

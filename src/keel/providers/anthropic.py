@@ -36,15 +36,16 @@ class AnthropicProvider:
         self._timeout_s = deployment.timeout_s
         base = (deployment.api_base or DEFAULT_API_BASE).rstrip("/")
         # Accept a base written with the version, as OpenAI-style bases usually are.
-        self._url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
-        self._headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
+        url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
         if deployment.api_key:
-            self._headers["x-api-key"] = deployment.api_key
+            headers["x-api-key"] = deployment.api_key
+        self._messages = transport.endpoint(url, headers)
 
     async def chat(self, body: dict[str, Any]) -> ChatResult:
         request = to_anthropic_request(body, self._model, stream=False)
         reply = await self._transport.post(
-            self._url, self._headers, orjson.dumps(request.payload), self._timeout_s
+            self._messages, orjson.dumps(request.payload), self._timeout_s
         )
         if reply.status != 200:
             raise error_from_status(reply.status, reply.body, reply.retry_after_s)
@@ -59,7 +60,7 @@ class AnthropicProvider:
     async def open_chat_stream(self, body: dict[str, Any]) -> AnthropicChatStream:
         request = to_anthropic_request(body, self._model, stream=True)
         stream = await self._transport.open_stream(
-            self._url, self._headers, orjson.dumps(request.payload), self._timeout_s
+            self._messages, orjson.dumps(request.payload), self._timeout_s
         )
         if stream.status != 200:
             reply = await stream.read_error()

@@ -37,15 +37,15 @@ class OpenAIProvider:
         self._model = deployment.model
         self._timeout_s = deployment.timeout_s
         base = (deployment.api_base or DEFAULT_API_BASE).rstrip("/")
-        self._chat_url = f"{base}/chat/completions"
-        self._embeddings_url = f"{base}/embeddings"
-        self._headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json"}
         if deployment.api_key:
-            self._headers["Authorization"] = f"Bearer {deployment.api_key}"
+            headers["Authorization"] = f"Bearer {deployment.api_key}"
+        self._chat = transport.endpoint(f"{base}/chat/completions", headers)
+        self._embeddings = transport.endpoint(f"{base}/embeddings", headers)
 
     async def chat(self, body: dict[str, Any]) -> ChatResult:
         payload = orjson.dumps({**body, "model": self._model})
-        reply = await self._transport.post(self._chat_url, self._headers, payload, self._timeout_s)
+        reply = await self._transport.post(self._chat, payload, self._timeout_s)
         doc = _parse_ok(reply)
         if not isinstance(doc.get("choices"), list):
             raise UpstreamError("malformed", "chat completion without a 'choices' list")
@@ -68,18 +68,14 @@ class OpenAIProvider:
                 "stream_options": upstream_options or {"include_usage": True},
             }
         )
-        stream = await self._transport.open_stream(
-            self._chat_url, self._headers, payload, self._timeout_s
-        )
+        stream = await self._transport.open_stream(self._chat, payload, self._timeout_s)
         if stream.status != 200:
             raise error_from_reply(await stream.read_error())
         return OpenAIChatStream(stream, self._model, forward_usage=client_wants_usage)
 
     async def embeddings(self, body: dict[str, Any]) -> EmbeddingsResult:
         payload = orjson.dumps({**body, "model": self._model})
-        reply = await self._transport.post(
-            self._embeddings_url, self._headers, payload, self._timeout_s
-        )
+        reply = await self._transport.post(self._embeddings, payload, self._timeout_s)
         doc = _parse_ok(reply)
         if not isinstance(doc.get("data"), list):
             raise UpstreamError("malformed", "embeddings answer without a 'data' list")

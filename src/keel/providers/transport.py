@@ -1,22 +1,25 @@
-"""The one narrow boundary for upstream HTTP: a pooled aiohttp client.
+"""The one narrow boundary for upstream HTTP, over Keel's own pooled HTTP/1.1 client.
 
 Every provider sends through `HttpTransport`; network failures come out as
 `UpstreamError` values with a kind the gateway can act on (timeout,
-connection), so no provider handles aiohttp exceptions itself.
+connection), so no provider handles socket errors itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from keel.core.errors import UpstreamError
 from keel.core.retry import parse_retry_after
+from keel.providers.http1 import Client, Endpoint, Response
+
+__all__ = ["Endpoint", "HttpTransport", "UpstreamReply", "UpstreamStream", "upstream_object"]
 
 
 @dataclass(slots=True)
@@ -31,128 +34,87 @@ class UpstreamReply:
 class UpstreamStream:
     """An open upstream response whose body is read line by line."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: Response) -> None:
         self._response = response
         self.status = response.status
 
     async def read_error(self) -> UpstreamReply:
         """Read the whole (error) body and release the connection."""
         try:
-            body = await self._response.read()
-        except (TimeoutError, aiohttp.ClientError):
+            body = await self._response.read_all()
+        except UpstreamError:
             body = b""
         finally:
-            self._response.release()
-        retry_after = parse_retry_after(self._response.headers.get("retry-after"), time.time())
-        return UpstreamReply(self.status, body, retry_after)
+            self._response.close()
+        return UpstreamReply(self.status, body, _retry_after(self._response))
 
     async def line_batches(self) -> AsyncIterator[list[bytes]]:
         """The body's lines (endings removed), as many as each network read completed.
 
         Batches instead of single lines so that a burst of stream chunks is
         parsed and relayed as one write to the client, not one per chunk.
-        Network failures become UpstreamError.
+        Network failures and read timeouts are UpstreamError.
         """
-        content = self._response.content
+        response = self._response
         pending = b""
-        try:
-            while True:
-                data = await content.readany()
-                if not data:
-                    if pending:
-                        yield [pending.rstrip(b"\r")]
-                    return
-                if b"\n" not in data:
-                    pending += data
-                    continue
-                lines = (pending + data).split(b"\n")
-                pending = lines.pop()
-                yield [line[:-1] if line[-1:] == b"\r" else line for line in lines]
-        except TimeoutError as exc:
-            raise UpstreamError("timeout", "upstream stopped sending mid-stream") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("connection", f"stream broken: {_describe(exc)}") from exc
+        while True:
+            data = await response.read_some()
+            if not data:
+                if pending:
+                    yield [pending.rstrip(b"\r")]
+                return
+            if b"\n" not in data:
+                pending += data
+                continue
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            yield [line[:-1] if line[-1:] == b"\r" else line for line in lines]
 
     def close(self) -> None:
-        """Drop the connection (used when the client went away or the stream is done)."""
+        """Stop reading; an unfinished stream's connection is closed, a finished one reused."""
         self._response.close()
 
 
 class HttpTransport:
-    """One pooled aiohttp session shared by every provider of a gateway."""
+    """One pooled client shared by every provider of a gateway."""
 
     def __init__(self, *, max_connections: int = 1000) -> None:
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[float, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
+        self._client = Client(limit_per_origin=max_connections)
 
     async def start(self) -> None:
-        """Open the pool; call from inside the running event loop."""
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
-            )
+        """Nothing to open ahead: connections are made on first use and then pooled."""
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._client.close()
+        await asyncio.sleep(0)  # let the transports finish closing inside the loop
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("HttpTransport.start() was not called")
-        return self._session
+    def endpoint(self, url: str, headers: Mapping[str, str]) -> Endpoint:
+        """A URL with its fixed headers, encoded once; ValueError if either is malformed."""
+        return self._client.endpoint(url, headers)
 
-    def _timeout(self, seconds: float, stream: bool) -> aiohttp.ClientTimeout:
-        pair = self._timeouts.get(seconds)
-        if pair is None:
-            # Non-streaming: the whole call is bounded. Streaming: connect and
-            # each gap between reads are bounded, a long stream is not.
-            pair = (
-                aiohttp.ClientTimeout(total=seconds),
-                aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds),
-            )
-            self._timeouts[seconds] = pair
-        return pair[1] if stream else pair[0]
-
-    async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
-    ) -> UpstreamReply:
-        """POST and read the whole answer."""
+    async def post(self, endpoint: Endpoint, body: bytes, timeout_s: float) -> UpstreamReply:
+        """POST and read the whole answer within `timeout_s`."""
+        response = await self._client.post(endpoint, body, timeout_s, streaming=False)
         try:
-            async with self.session.post(
-                url, data=body, headers=headers, timeout=self._timeout(timeout_s, False)
-            ) as response:
-                payload = await response.read()
-                retry_after = None
-                if response.status >= 400:
-                    retry_after = parse_retry_after(
-                        response.headers.get("retry-after"), time.time()
-                    )
-                return UpstreamReply(response.status, payload, retry_after)
-        except TimeoutError as exc:
-            raise UpstreamError("timeout", f"no answer within {timeout_s:g}s") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("connection", _describe(exc)) from exc
+            payload = await response.read_all()
+        finally:
+            response.close()
+        retry_after = _retry_after(response) if response.status >= 400 else None
+        return UpstreamReply(response.status, payload, retry_after)
 
     async def open_stream(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
+        self, endpoint: Endpoint, body: bytes, timeout_s: float
     ) -> UpstreamStream:
-        """POST and return once the status line and headers have arrived."""
-        try:
-            response = await self.session.post(
-                url, data=body, headers=headers, timeout=self._timeout(timeout_s, True)
-            )
-        except TimeoutError as exc:
-            raise UpstreamError("timeout", f"no answer within {timeout_s:g}s") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("connection", _describe(exc)) from exc
-        return UpstreamStream(response)
+        """POST and return once the status line and headers have arrived.
+
+        `timeout_s` bounds connecting, the wait for the head and each gap between reads.
+        """
+        return UpstreamStream(await self._client.post(endpoint, body, timeout_s, streaming=True))
+
+
+def _retry_after(response: Response) -> float | None:
+    return parse_retry_after(response.header("retry-after"), time.time())
 
 
 def upstream_object(data: bytes, what: str) -> dict[str, Any]:
@@ -164,8 +126,3 @@ def upstream_object(data: bytes, what: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise UpstreamError("malformed", f"{what} is not a JSON object")
     return doc
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."
