@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 from typing import NamedTuple
 
@@ -11,14 +12,21 @@ _INVALID_TRACE = "0" * 32
 _INVALID_SPAN = "0" * 16
 
 
+# Ids need to be unique, not secret: a private Mersenne Twister (seeded from the OS, as
+# OpenTelemetry's SDK does it) costs a fraction of an os.urandom system call per id, and
+# leaves the global `random` state of the host application alone.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)  # forked workers must not repeat each other
+
+
 def new_trace_id() -> str:
-    """A random 128-bit trace id as 32 lowercase hex digits."""
-    return os.urandom(16).hex()
+    """A random, non-zero 128-bit trace id as 32 lowercase hex digits."""
+    return "%032x" % (_ids.getrandbits(128) or 1)
 
 
 def new_span_id() -> str:
-    """A random 64-bit span id as 16 lowercase hex digits."""
-    return os.urandom(8).hex()
+    """A random, non-zero 64-bit span id as 16 lowercase hex digits."""
+    return "%016x" % (_ids.getrandbits(64) or 1)
 
 
 class ParentContext(NamedTuple):

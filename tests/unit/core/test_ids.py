@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -102,3 +103,16 @@ def test_format_traceparent_round_trips(sampled: bool) -> None:
 
 def test_format_traceparent_marks_sampled_by_default() -> None:
     assert format_traceparent(TRACE, SPAN) == VALID
+
+
+def test_forked_processes_do_not_repeat_each_others_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids and leave at once
+        os.write(write, f"{new_trace_id()} {new_span_id()}".encode())
+        os._exit(0)
+    os.close(write)
+    child_ids = os.read(read, 100).decode().split()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_ids != [new_trace_id(), new_span_id()]
