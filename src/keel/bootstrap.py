@@ -18,6 +18,7 @@ from keel.store.engine import create_engine_for
 from keel.store.migrate import upgrade
 from keel.store.spans import SpanRepository
 from keel.store.writer import SpanWriter
+from keel.store.writer_process import ProcessSpanWriter
 
 log = logging.getLogger("keel")
 
@@ -28,7 +29,7 @@ class Container:
 
     settings: Settings
     transport: HttpTransport
-    writer: SpanWriter
+    writer: ProcessSpanWriter | SpanWriter
     recorder: Recorder
     gateway: Gateway
 
@@ -50,13 +51,21 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     """Wire the services for `settings`; migrates the database to head unless told not to."""
     if migrate:
         upgrade(settings.database_url)
-    engine = create_engine_for(settings.database_url)
-    writer = SpanWriter(
-        engine,
-        queue_size=settings.queue_size,
-        batch_size=settings.batch_size,
-        flush_interval_s=settings.flush_interval_s,
-    )
+    writer: ProcessSpanWriter | SpanWriter
+    if settings.span_writer == "process":
+        writer = ProcessSpanWriter(
+            settings.database_url,
+            queue_size=settings.queue_size,
+            batch_size=settings.batch_size,
+            flush_interval_s=settings.flush_interval_s,
+        )
+    else:
+        writer = SpanWriter(
+            create_engine_for(settings.database_url),
+            queue_size=settings.queue_size,
+            batch_size=settings.batch_size,
+            flush_interval_s=settings.flush_interval_s,
+        )
     transport = HttpTransport()
     providers = {
         deployment.name: create_provider(deployment, transport)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -116,6 +116,7 @@ class ServerConfig(_Strict):
 
 
 class RecordingConfig(_Strict):
+    writer: Literal["process", "thread"] = "process"
     queue_size: int = Field(default=10_000, ge=10)
     batch_size: int = Field(default=256, ge=1)
     flush_interval_s: float = Field(default=0.2, gt=0)
@@ -167,6 +168,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     max_body_bytes: int = 32 * 1024 * 1024
     access_log: bool = False
+    span_writer: Literal["process", "thread"] = "process"
     queue_size: int = 10_000
     batch_size: int = 256
     flush_interval_s: float = 0.2
@@ -285,6 +287,7 @@ def _resolve(
         database_url=database_url,
         max_body_bytes=int(config.server.max_body_mb * 1024 * 1024),
         access_log=config.server.access_log,
+        span_writer=config.recording.writer,
         queue_size=config.recording.queue_size,
         batch_size=config.recording.batch_size,
         flush_interval_s=config.recording.flush_interval_s,

@@ -7,7 +7,7 @@ forwarding through aiohttp's pooled client served ~4,300 req/s at concurrency 50
 is one POST with a JSON body to a handful of fixed URLs, so the client only needs what that
 takes: pooled keep-alive connections, TLS, fixed-length, chunked and close-delimited
 bodies, gzip/deflate, timeouts, flow control for streams. aiohttp stays the test oracle:
-`tests/contract/test_http_clients.py` runs the same exchanges and faults through both.
+`tests/unit/providers/test_http1.py` runs the same exchanges and faults through both.
 
 Failures come out as `UpstreamError` (kind "timeout" or "connection"); nothing else
 escapes but cancellation, which closes the connection it interrupted.
@@ -115,8 +115,9 @@ class Response:
             await self._done
         else:
             while not self.complete and self.error is None:
+                self._resume()
                 await self._wait()
-            if self.error is not None and not self.complete:
+            if self.error is not None:
                 raise self.error
         data = b"".join(self._chunks)
         self._chunks.clear()
@@ -125,17 +126,23 @@ class Response:
     async def read_some(self) -> bytes:
         """What arrived since the last read, waiting for at least one byte; b"" at the end."""
         while not self._chunks:
-            if self.complete:
-                return b""
             if self.error is not None:
                 raise self.error
+            if self.complete:
+                return b""
             await self._wait()
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
+        self._resume()
+        return data
+
+    def _resume(self) -> None:
+        """Everything buffered was taken: read from the socket again if that was paused."""
         if self._buffered >= _PAUSE_AT and self._connection is not None:
             self._connection.resume()
+            if self._gap_s:  # a paused socket is our wait, not the upstream's
+                self._deadline = self._loop.time() + self._gap_s
         self._buffered = 0
-        return data
 
     def close(self) -> None:
         """Stop reading: an unfinished response's connection is closed, not reused."""
@@ -161,9 +168,14 @@ class Response:
         self._timer = None
         if self.complete or self.error is not None:
             return
-        if self._gap_s and self._loop.time() < self._deadline:  # data came meanwhile
-            self._timer = self._loop.call_at(self._deadline, self._expire)
-            return
+        if self._gap_s:
+            paused = self._connection is not None and self._connection.paused
+            if paused or self._loop.time() < self._deadline:  # data came, or we hold it back
+                self._deadline = max(
+                    self._deadline, self._loop.time() + (self._gap_s if paused else 0)
+                )
+                self._timer = self._loop.call_at(self._deadline, self._expire)
+                return
         what = f"nothing for {self._gap_s:g}s" if self._gap_s else "the whole answer not in time"
         self.fail(UpstreamError("timeout", f"upstream sent {what}"))
         if self._connection is not None:
@@ -180,7 +192,8 @@ class Response:
         self.status = status
         encoding = self.header("content-encoding")
         if encoding is not None and encoding.strip().lower() in ("gzip", "x-gzip", "deflate"):
-            # wbits 47: gzip or zlib framing, detected from the header bytes.
+            # wbits 47: gzip or zlib framing, detected from the header bytes; see on_body
+            # for the raw deflate some servers send as "deflate".
             self._decoder = zlib.decompressobj(47)
         if not self._head.done():
             self._head.set_result(None)
@@ -188,9 +201,11 @@ class Response:
     def on_body(self, data: bytes) -> None:
         if self._gap_s:
             self._deadline = self._loop.time() + self._gap_s
+        if self.error is not None:
+            return
         if self._decoder is not None:
             try:
-                data = self._decoder.decompress(data)
+                data = self._decode(data)
             except zlib.error as exc:
                 self.fail(UpstreamError("connection", f"undecodable compressed body: {exc}"))
                 return
@@ -201,7 +216,22 @@ class Response:
                 self._connection.pause()
             self._wake()
 
+    def _decode(self, data: bytes) -> bytes:
+        assert self._decoder is not None
+        try:
+            return self._decoder.decompress(data)
+        except zlib.error:
+            fresh = self._decoder.unused_data == b"" and not self._chunks
+            if not fresh or self.header("content-encoding") != "deflate":
+                raise
+            # "deflate" without the zlib header (raw deflate), as aiohttp also accepts.
+            self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self._decoder.decompress(data)
+
     def finish(self) -> None:
+        if self.error is not None:  # the framing ended, but the body was not readable
+            self._connection = None
+            return
         if self._decoder is not None:
             rest = self._decoder.flush()
             if rest:
@@ -247,7 +277,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._response: Response | None = None
-        self._paused = False
+        self.paused = False
 
     def send(self, data: bytes, *, streaming: bool) -> Response:
         response = self._response = Response(self, streaming=streaming)
@@ -256,13 +286,13 @@ class _Connection(asyncio.Protocol):
         return response
 
     def pause(self) -> None:
-        if not self._paused and self._transport is not None:
-            self._paused = True
+        if not self.paused and self._transport is not None:
+            self.paused = True
             self._transport.pause_reading()
 
     def resume(self) -> None:
-        if self._paused and self._transport is not None and not self.closed:
-            self._paused = False
+        if self.paused and self._transport is not None and not self.closed:
+            self.paused = False
             self._transport.resume_reading()
 
     def abort(self) -> None:
@@ -334,6 +364,7 @@ class _Connection(asyncio.Protocol):
         keep_alive = self._parser.should_keep_alive()
         response.finish()
         if keep_alive and not self.closed:
+            self.resume()  # a stream that ended while held back must not pool a paused socket
             self._pool.release(self)
         else:
             self.abort()
@@ -348,7 +379,8 @@ class Pool:
         self.host = host
         self.port = port
         default_port = 443 if scheme == "https" else 80
-        self.host_header = host if port == default_port else f"{host}:{port}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+        self.host_header = name if port == default_port else f"{name}:{port}"
         self._tls = tls if scheme == "https" else None
         self._limit = limit
         self._open = 0
@@ -359,6 +391,7 @@ class Pool:
     async def acquire(self, timeout_s: float) -> _Connection:
         """An idle connection, or a new one (waiting while `limit` are open)."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         while True:
             now = loop.time()
             while self._idle:
@@ -371,12 +404,12 @@ class Pool:
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, timeout_s)
+                await asyncio.wait_for(waiter, max(deadline - now, 0.001))
             except TimeoutError as exc:
                 raise UpstreamError("timeout", f"no free connection within {timeout_s:g}s") from exc
         self._open += 1
         try:
-            return await self._connect(loop, timeout_s)
+            return await self._connect(loop, max(deadline - loop.time(), 0.001))
         except BaseException:
             self._open -= 1
             self._wake_one()

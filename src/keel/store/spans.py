@@ -44,7 +44,8 @@ def clean_text(value: str) -> str:
     return value
 
 
-def _clean_json(value: Any) -> Any:
+def clean_json(value: Any) -> Any:
+    """`value` as JSON-ready data, every string and key sanitised (see the module docstring)."""
     if isinstance(value, str):
         return clean_text(value)
     if value is None or isinstance(value, bool | float):
@@ -53,18 +54,17 @@ def _clean_json(value: Any) -> Any:
         return value if _INT64_MIN <= value <= _UINT64_MAX else str(value)
     if isinstance(value, Mapping):
         return {
-            clean_text(k if isinstance(k, str) else str(k)): _clean_json(v)
-            for k, v in value.items()
+            clean_text(k if isinstance(k, str) else str(k)): clean_json(v) for k, v in value.items()
         }
     if isinstance(value, list | tuple | set | frozenset):
-        return [_clean_json(item) for item in value]
+        return [clean_json(item) for item in value]
     if isinstance(value, bytes | bytearray | memoryview):
         return clean_text(bytes(value).decode("utf-8", "replace"))
     try:
         converted = orjson.loads(orjson.dumps(value, default=str))
     except (orjson.JSONEncodeError, TypeError):
         return clean_text(str(value))
-    return _clean_json(converted)
+    return clean_json(converted)
 
 
 def _text(value: object) -> str | None:
@@ -95,10 +95,10 @@ def json_text(value: Any) -> str | None:
     try:
         encoded = orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
-        encoded = orjson.dumps(_clean_json(value))
+        encoded = orjson.dumps(clean_json(value))
     else:
         if b"\\u0000" in encoded:
-            encoded = orjson.dumps(_clean_json(value))
+            encoded = orjson.dumps(clean_json(value))
     return encoded.decode()
 
 
