@@ -21,31 +21,58 @@ from keel.store.spans import clean_json
 
 def encode_span(span: Span) -> bytes:
     """`span` as one line of JSON, newline included."""
+    fields = _fields(span)
     try:
-        return orjson.dumps(span, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
     except (orjson.JSONEncodeError, TypeError):
-        return orjson.dumps(clean_json(_as_dict(span)), option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(clean_json(fields), option=orjson.OPT_APPEND_NEWLINE)
 
 
 def decode_span(line: bytes) -> Span:
     """The `Span` one line of `encode_span` output stands for; ValueError if it is not one."""
     raw = orjson.loads(line)
-    if not isinstance(raw, dict):
-        raise ValueError("a span line must be a JSON object")
-    usage = raw.pop("usage", None)
-    attempts = raw.pop("attempts", None) or []
-    span = Span(**raw)
-    if usage is not None:
-        span.usage = Usage(**usage)
-    span.attempts = [Attempt(**attempt) for attempt in attempts]
-    return span
+    if not isinstance(raw, list) or len(raw) != _LENGTH or raw[0] != _VERSION:
+        raise ValueError("not a span line of this Keel version")
+    (
+        _, trace_id, span_id, name, kind, start_time, end_time, parent_span_id, status,
+        status_code, error, alias, provider, model, deployment, usage, cost_usd, unpriced,
+        price, ttft_ms, stream, user_id, session_id, tags, metadata, input_, output, params,
+        attempts, attributes,
+    ) = raw  # fmt: skip
+    return Span(
+        trace_id=trace_id, span_id=span_id, name=name, kind=kind, start_time=start_time,
+        end_time=end_time, parent_span_id=parent_span_id, status=status,
+        status_code=status_code, error=error, alias=alias, provider=provider, model=model,
+        deployment=deployment, usage=None if usage is None else Usage(*usage),
+        cost_usd=cost_usd, unpriced=unpriced, price=price, ttft_ms=ttft_ms, stream=stream,
+        user_id=user_id, session_id=session_id, tags=tags, metadata=metadata, input=input_,
+        output=output, params=params, attempts=[Attempt(*a) for a in attempts],
+        attributes=attributes,
+    )  # fmt: skip
 
 
-def _as_dict(span: Span) -> dict[str, Any]:
-    out: dict[str, Any] = {name: getattr(span, name) for name in Span.__slots__}
-    if span.usage is not None:
-        out["usage"] = {name: getattr(span.usage, name) for name in Usage.__slots__}
-    out["attempts"] = [
-        {name: getattr(attempt, name) for name in Attempt.__slots__} for attempt in span.attempts
-    ]
-    return out
+_VERSION = 1
+_LENGTH = 30
+
+
+def _fields(span: Span) -> tuple[Any, ...]:
+    # Positional, not orjson's dataclass support: 1.6 us a span instead of 6.6 us, on the
+    # event loop. The order is the decoder's; add new fields at the end, bump _VERSION.
+    usage = span.usage
+    return (
+        _VERSION, span.trace_id, span.span_id, span.name, span.kind, span.start_time,
+        span.end_time, span.parent_span_id, span.status, span.status_code, span.error,
+        span.alias, span.provider, span.model, span.deployment,
+        None if usage is None else (
+            usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
+            usage.cache_write_tokens, usage.reasoning_tokens, usage.estimated,
+        ),
+        span.cost_usd, span.unpriced, span.price, span.ttft_ms, span.stream, span.user_id,
+        span.session_id, span.tags, span.metadata, span.input, span.output, span.params,
+        [
+            (a.deployment, a.provider, a.model, a.outcome, a.status, a.latency_ms,
+             a.retry_after_s)
+            for a in span.attempts
+        ],
+        span.attributes,
+    )  # fmt: skip

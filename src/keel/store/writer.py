@@ -37,14 +37,6 @@ from keel.store.spans import MAX_ROWS_PER_INSERT, insert_statement, span_to_row
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 5.0
-_CHUNK_SIZES = tuple(s for s in (64, 16, 4, 1) if s <= MAX_ROWS_PER_INSERT)
-# The writer shares the GIL with the event loop: it converts and binds in slices and lets
-# the loop run between them, so a batch never stalls a request for milliseconds.
-_SLICE = 32
-
-
-def _yield_gil() -> None:
-    time.sleep(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +71,21 @@ class SpanWriter:
         retries: int = 4,
         retry_backoff_s: float = 0.25,
         drop_warning_interval_s: float = 5.0,
+        slice_rows: int = 32,
+        pause_s: float = 0.0,
     ) -> None:
+        """`slice_rows` and `pause_s`: work in slices of at most that many rows (converted,
+        or inserted by one statement) and sleep `pause_s` between slices.
+
+        In-process, the writer shares the GIL with the event loop, and the sleep (even 0)
+        lets the loop run, so a batch never stalls a request for milliseconds. In the
+        recording process it is a real pause: work done in bursts of milliseconds on a
+        small machine delays the gateway's own processes (see `writer_process`).
+        """
         self._engine = engine
+        self._slice_rows = max(1, min(slice_rows, MAX_ROWS_PER_INSERT))
+        self._chunk_sizes = tuple(s for s in (self._slice_rows, 16, 4, 1) if s <= self._slice_rows)
+        self._pause_s = pause_s
         # deque.append/popleft are atomic under the GIL: the event loop appends
         # without a lock, and the thread is woken only once per full batch (a
         # queue.Queue would wake it, and hand it the GIL, on every request).
@@ -252,8 +257,8 @@ class SpanWriter:
     def _write(self, batch: Sequence[Span]) -> None:
         rows: list[tuple[Any, ...]] = []
         for index, span in enumerate(batch):
-            if index % _SLICE == _SLICE - 1:
-                _yield_gil()
+            if index % self._slice_rows == self._slice_rows - 1:
+                time.sleep(self._pause_s)
             try:
                 rows.append(span_to_row(span))
             except Exception as exc:
@@ -313,14 +318,14 @@ class SpanWriter:
             while start < len(rows):
                 # Only a few statement sizes: drivers cache one prepared statement per
                 # distinct SQL text, and one per row count (1..256) grew RSS by tens of MB.
-                size = next(s for s in _CHUNK_SIZES if s <= len(rows) - start)
+                size = next(s for s in self._chunk_sizes if s <= len(rows) - start)
                 chunk = rows[start : start + size]
                 start += size
                 statement = self._statements.get(size)
                 if statement is None:
                     statement = self._statements[size] = insert_statement(self._paramstyle, size)
                 connection.exec_driver_sql(statement, tuple(v for row in chunk for v in row))
-                _yield_gil()
+                time.sleep(self._pause_s)
 
 
 def _is_transient(exc: DBAPIError) -> bool:

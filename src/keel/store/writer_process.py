@@ -50,6 +50,12 @@ log = logging.getLogger(__name__)
 
 _MAX_RESTART_BACKOFF_S = 30.0
 _CONFIG_ENV = "KEEL_WRITER_CONFIG"
+# The child works in slices of a few rows with short sleeps between them. Measured on a
+# 2-core machine: the same CPU time spent in bursts of ~2 ms every 20 ms raised a bare
+# proxy's p99 at concurrency 1 from +0.3 to +1.9 ms (a woken request had to wait behind
+# the burst); in slices of ~0.2 ms it did not move it.
+_SLICE_ROWS = 4
+_PAUSE_S = 100e-6
 _ZERO = WriterStats(0, 0, 0, 0)
 
 
@@ -395,7 +401,12 @@ def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = orjson.loads(os.environ.get(_CONFIG_ENV, "{}"))
-    writer = SpanWriter(create_engine_for(os.environ["KEEL_DATABASE_URL"]), **config)
+    writer = SpanWriter(
+        create_engine_for(os.environ["KEEL_DATABASE_URL"]),
+        slice_rows=_SLICE_ROWS,
+        pause_s=_PAUSE_S,
+        **config,
+    )
     writer.start()
     out_lock = threading.Lock()
     bad_lines = 0
@@ -424,7 +435,9 @@ def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
 
     reporter = threading.Thread(target=report_changes, name="keel-span-stats", daemon=True)
     reporter.start()
-    for line in stdin:
+    for count, line in enumerate(stdin):
+        if count % _SLICE_ROWS == _SLICE_ROWS - 1:
+            time.sleep(_PAUSE_S)
         if line.startswith(b"#flush "):
             writer.flush(timeout_s=3600.0)
             report(b"flushed " + line[7:].strip())

@@ -47,3 +47,10 @@ def test_what_orjson_refuses_is_sanitised_instead_of_lost(make_span: Callable[..
 def test_a_line_that_is_not_a_span_is_an_error(line: bytes) -> None:
     with pytest.raises((ValueError, TypeError)):
         decode_span(line)
+
+
+def test_every_span_field_is_carried() -> None:
+    # A field added to Span but not to the codec would silently vanish between processes.
+    from keel.store import span_codec
+
+    assert span_codec._LENGTH == len(Span.__slots__) + 1
