@@ -7,12 +7,14 @@ Keel recording every call into SQLite with `capture: {messages: true}`):
    p50 and p99 of each, and the added p50/p99 (targets: <= 0.3 ms and <= 1.5 ms).
 2. Throughput at concurrency 50, one Keel worker, vs a bare pass-through proxy
    (benchmarks/passthrough.py: the same uvicorn + uvloop + httptools server and the same
-   pooled aiohttp client, forwarding bytes only). Target: Keel / pass-through >= 0.8.
+   upstream client, keel.providers.http1, forwarding bytes only). Target: Keel /
+   pass-through >= 0.8. The same bare proxy on aiohttp (Keel's former client) runs beside
+   them for context.
 3. Streaming: added cost per SSE chunk, from the p50 request latency at concurrency 1 of
    200-chunk and 1-chunk streams of the same text, direct and through Keel:
    ((keel_200 - direct_200) - (keel_1 - direct_1)) / 199. Target: <= 30 us.
-4. Memory: a fresh Keel's VmRSS after ~100k requests vs after ~10k (c50, queue drained
-   before reading). Target: ratio <= 1.2.
+4. Memory: a fresh Keel's VmRSS, gateway plus recording process, after ~100k requests
+   vs after ~10k (c50, queue drained before reading). Target: ratio <= 1.2.
 5. LiteLLM's proxy (pinned version, own virtualenv in benchmarks/.work/litellm-venv, one
    worker, offline) on the same loads: Keel/LiteLLM throughput (goal >= 30x) and LiteLLM's
    added p50 / Keel's added p50 (goal >= 10x).
@@ -306,9 +308,13 @@ def wait_ready(
     while time.monotonic() < deadline:
         if not procs.alive(pid):
             raise RuntimeError(f"{name} exited at start; see {WORK / (name + '.log')}")
-        with contextlib.suppress(OSError, urllib.error.URLError):
+        try:
             http_get(url, headers)
             return
+        except urllib.error.HTTPError:
+            return  # it answers: ready (the pass-through forwards POSTs only)
+        except (OSError, urllib.error.URLError):
+            pass
         time.sleep(0.2)
     raise RuntimeError(f"{name} not ready within {timeout_s:.0f}s; see {WORK / (name + '.log')}")
 
@@ -318,6 +324,19 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (Keel's recording process)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def tree_rss_mb(pid: int) -> tuple[float, float]:
+    """VmRSS of `pid` and the sum over its child processes."""
+    return rss_mb(pid), sum(rss_mb(child) for child in children(pid))
 
 
 # -- the servers ------------------------------------------------------------------------------
@@ -331,6 +350,7 @@ class Servers:
     keel: str = ""
     keel_pid: int = 0
     passthrough: str = ""
+    passthrough_aiohttp: str = ""  # context only: the client Keel used before its own
     litellm: str | None = None
     litellm_pid: int = 0
     litellm_error: str | None = None
@@ -566,13 +586,18 @@ def run(procs: Processes, args: argparse.Namespace, rounds: int, d: Durations) -
     config = WORK / "keel-bench.yaml"
     keel_config(servers, config)
     servers.keel, servers.keel_pid = start_keel(procs, "keel", config, WORK / "bench.db")
-    pt_port = free_port()
-    pt_argv = [sys.executable, str(ROOT / "benchmarks" / "passthrough.py")]
-    pt_pid = procs.start(
-        "passthrough", [*pt_argv, "--upstream", servers.fake, "--port", str(pt_port)]
-    )
-    servers.passthrough = f"http://127.0.0.1:{pt_port}"
-    wait_ready(procs, pt_pid, servers.passthrough + "/v1/models", "passthrough")
+    pt_pids = []
+    for name, client in (("passthrough", "keel"), ("passthrough-aiohttp", "aiohttp")):
+        pt_port = free_port()
+        pt_argv = [sys.executable, str(ROOT / "benchmarks" / "passthrough.py")]
+        pt_argv += ["--upstream", servers.fake, "--port", str(pt_port), "--client", client]
+        pt_pids.append(procs.start(name, pt_argv))
+        base = f"http://127.0.0.1:{pt_port}"
+        wait_ready(procs, pt_pids[-1], base + "/v1/models", name)
+        if client == "keel":
+            servers.passthrough = base
+        else:
+            servers.passthrough_aiohttp = base
 
     if not args.skip_litellm:
         try:
@@ -594,7 +619,9 @@ def run(procs: Processes, args: argparse.Namespace, rounds: int, d: Durations) -
         return lambda: run_wrk(base + path, script, connections=conns, seconds=seconds, cpu=cpu)
 
     c1 = {"direct": servers.fake, "passthrough": servers.passthrough, "keel": servers.keel}
+    c1["pt-aiohttp"] = servers.passthrough_aiohttp
     c50 = {"keel": servers.keel, "passthrough": servers.passthrough}
+    c50["pt-aiohttp"] = servers.passthrough_aiohttp
     if servers.litellm:
         c1["litellm"] = servers.litellm
         c50["litellm"] = servers.litellm
@@ -629,7 +656,8 @@ def run(procs: Processes, args: argparse.Namespace, rounds: int, d: Durations) -
     recording = wait_drained(servers.keel)
     traces = keel_traces(config, WORK / "bench.db")
     procs.stop(servers.keel_pid)
-    procs.stop(pt_pid)
+    for pid in pt_pids:
+        procs.stop(pid)
 
     # 4: memory on a fresh Keel
     print(f"\n== 4. memory: VmRSS after {d.memory_first:,} vs {d.memory_second:,} requests ==")
@@ -667,7 +695,7 @@ def measure_memory(
 ) -> dict[str, Any]:
     base, pid = start_keel(procs, "keel-memory", config, WORK / "bench-memory.db")
     url = base + "/v1/chat/completions"
-    rss_start = rss_mb(pid)
+    rss_start = sum(tree_rss_mb(pid))
     served = errors = 0
     rate = 0.0
     points: dict[str, Any] = {"rss_start_mb": round(rss_start, 1)}
@@ -681,14 +709,20 @@ def measure_memory(
             errors += result.errors
             rate = result.rps or 1.0
         stats = wait_drained(base)
-        rss = rss_mb(pid)
+        gateway_rss, recorder_rss = tree_rss_mb(pid)
+        rss = gateway_rss + recorder_rss
         points[f"after_{checkpoint}"] = {
             "requests": served,
             "wrk_errors": errors,
             "rss_mb": round(rss, 1),
+            "gateway_rss_mb": round(gateway_rss, 1),
+            "recording_process_rss_mb": round(recorder_rss, 1),
             "recording": stats,
         }
-        print(f"  after {served:,} requests: VmRSS {rss:.1f} MB; recording {stats}")
+        print(
+            f"  after {served:,} requests: VmRSS {rss:.1f} MB (gateway {gateway_rss:.1f}, "
+            f"recording process {recorder_rss:.1f}); recording {stats}"
+        )
     procs.stop(pid)
     first = points[f"after_{d.memory_first}"]["rss_mb"]
     second = points[f"after_{d.memory_second}"]["rss_mb"]
@@ -755,6 +789,14 @@ def summarize(
         Row("c1 pass-through p50 / p99", t50, "ms", "", None, f"p99 {t99:.3f} ms"),
         Row("c1 keel p50 / p99", k50, "ms", "", None, f"p99 {k99:.3f} ms"),
         Row(
+            "c1 pass-through via aiohttp p50 / p99",
+            med(lat["pt-aiohttp"], "p50_ms"),
+            "ms",
+            "",
+            None,
+            f"p99 {med(lat['pt-aiohttp'], 'p99_ms'):.3f} ms (context: Keel's former client)",
+        ),
+        Row(
             "added p50",
             added50,
             "ms",
@@ -787,6 +829,14 @@ def summarize(
     rows += [
         Row("c50 keel throughput", k_rps, "req/s", "", None),
         Row("c50 pass-through throughput", p_rps, "req/s", "", None),
+        Row(
+            "c50 pass-through via aiohttp",
+            med(thr["pt-aiohttp"], "rps"),
+            "req/s",
+            "",
+            None,
+            "context: the same bare proxy on Keel's former client",
+        ),
         Row(
             "keel / pass-through",
             thr_ratio,

@@ -7,6 +7,9 @@ reading the request body, POSTing it to the upstream at the same path, reading t
 answer and returning it with its status and content type. No parsing, no routing, no
 recording: whatever Keel costs above this is the price of its own code.
 
+`--client aiohttp` forwards through one pooled aiohttp ClientSession instead, the client
+Keel used before `keel.providers.http1`; the benchmark runs it for context only.
+
     python benchmarks/passthrough.py --upstream http://127.0.0.1:9100 --port 4100
 """
 
@@ -16,6 +19,7 @@ import argparse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import aiohttp
 import uvicorn
 
 from keel.providers.http1 import Client, Endpoint
@@ -32,10 +36,12 @@ _TIMEOUT_S = 60.0
 class PassThrough:
     """Raw ASGI app forwarding every request to `upstream` + the same path."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, client: str = "keel") -> None:
         self._upstream = upstream.rstrip("/")
         self._client = Client()
         self._endpoints: dict[str, Endpoint] = {}
+        self._aiohttp = client == "aiohttp"
+        self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -47,9 +53,16 @@ class PassThrough:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self._aiohttp:  # the pool settings Keel's aiohttp transport had
+                    connector = aiohttp.TCPConnector(limit=1000, enable_cleanup_closed=True)
+                    self._session = aiohttp.ClientSession(
+                        connector=connector, skip_auto_headers=("User-Agent",)
+                    )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._client.close()
+                if self._session is not None:
+                    await self._session.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -63,6 +76,9 @@ class PassThrough:
             if not message.get("more_body", False):
                 break
         body = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self._session is not None:
+            await self._forward_aiohttp(scope["path"], body, send)
+            return
         path = scope["path"]
         endpoint = self._endpoints.get(path)
         if endpoint is None:
@@ -74,18 +90,33 @@ class PassThrough:
         finally:
             response.close()
         content_type = response.header("content-type") or "application/json"
-        status = response.status
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", content_type.encode("latin-1")),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await _answer(send, response.status, content_type, payload)
+
+    async def _forward_aiohttp(self, path: str, body: bytes, send: Send) -> None:
+        assert self._session is not None
+        async with self._session.post(
+            self._upstream + path,
+            data=body,
+            headers=_UPSTREAM_HEADERS,
+            timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S),
+        ) as response:
+            payload = await response.read()
+            content_type = response.headers.get("Content-Type", "application/json")
+            await _answer(send, response.status, content_type, payload)
+
+
+async def _answer(send: Send, status: int, content_type: str, payload: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode("latin-1")),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 def main() -> None:
@@ -94,9 +125,10 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:9100")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4100)
+    parser.add_argument("--client", choices=("keel", "aiohttp"), default="keel")
     args = parser.parse_args()
     uvicorn.run(
-        PassThrough(args.upstream),
+        PassThrough(args.upstream, client=args.client),
         host=args.host,
         port=args.port,
         loop="uvloop",

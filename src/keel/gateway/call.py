@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +30,28 @@ class Call:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-_NUMBER_FIELDS = ("temperature", "top_p", "frequency_penalty", "presence_penalty")
-_INT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "stream": (lambda value: isinstance(value, bool), "a boolean"),
+    "stream_options": (lambda value: isinstance(value, dict), "an object"),
+    **{
+        name: (_is_number, "a number")
+        for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty")
+    },
+    **{
+        name: (_is_int, "an integer")
+        for name in ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
+    },
+}
+_TYPED_FIELDS = {name: check for name, (check, _) in _CHECKS.items()}
+_TYPE_NAMES = {name: what for name, (_, what) in _CHECKS.items()}
 
 
 def validate_chat_body(raw: Any) -> dict[str, Any]:
@@ -53,20 +74,10 @@ def validate_chat_body(raw: Any) -> dict[str, Any]:
                 f"messages[{index}].role is required and must be a string.",
                 param=f"messages[{index}].role",
             )
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise GatewayError(400, "'stream' must be a boolean.", param="stream")
-    for name in _NUMBER_FIELDS:
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise GatewayError(400, f"'{name}' must be a number.", param=name)
-    for name in _INT_FIELDS:
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise GatewayError(400, f"'{name}' must be an integer.", param=name)
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise GatewayError(400, "'stream_options' must be an object.", param="stream_options")
+    for name, value in body.items():  # in request order: the first bad field is reported
+        check = _TYPED_FIELDS.get(name)
+        if check is not None and value is not None and not check(value):
+            raise GatewayError(400, f"'{name}' must be {_TYPE_NAMES[name]}.", param=name)
     return body
 
 

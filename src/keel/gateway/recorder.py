@@ -1,8 +1,11 @@
 """Turns a finished gateway call into a generation span and hands it to the sink.
 
-Cost is computed here from the price snapshot; a model without a price is
-recorded as unpriced. When the upstream reported no usage, tokens are counted
-locally in a worker thread (never on the event loop) and marked estimated.
+The span is built after the answer went out: `record` notes the end time and schedules
+the rest for the event loop's next turn, so building, pricing and encoding the span is
+not part of any request's latency. Cost is computed here from the price snapshot; a
+model without a price is recorded as unpriced. When the upstream reported no usage,
+tokens are counted locally in a worker thread (never on the event loop) and marked
+estimated.
 """
 
 from __future__ import annotations
@@ -49,8 +52,29 @@ class Recorder:
         ttft_ms: float | None = None,
         stream: bool = False,
     ) -> None:
-        """Emit the span for `call` now, or after counting tokens if usage is missing."""
-        end_perf = time.perf_counter()
+        """Record `call` as ended now; the span is built and emitted on the loop's next turn."""
+        asyncio.get_running_loop().call_soon(
+            self._emit,
+            call, kind, name, deployment, model, usage, output, attempts, status_code, error,
+            ttft_ms, stream, time.perf_counter(),
+        )  # fmt: skip
+
+    def _emit(
+        self,
+        call: Call,
+        kind: str,
+        name: str,
+        deployment: Deployment | None,
+        model: str | None,
+        usage: Usage | None,
+        output: Any,
+        attempts: list[Attempt],
+        status_code: int,
+        error: str | None,
+        ttft_ms: float | None,
+        stream: bool,
+        end_perf: float,
+    ) -> None:
         span = Span(
             trace_id=call.trace_id,
             span_id=call.span_id,

@@ -186,39 +186,46 @@ class OpenAIRoutes:
         return None
 
 
+_CONTEXT_HEADERS = frozenset(
+    (b"traceparent", b"x-keel-user", b"x-keel-session", b"x-keel-tags", b"x-keel-metadata")
+)
+
+
 def _make_call(
     body: dict[str, Any], headers: dict[bytes, bytes], started_at: float, started_perf: float
 ) -> Call:
+    user = body.get("user")
+    call = Call(
+        body=body,
+        alias=body["model"],
+        trace_id=new_trace_id(),
+        span_id=new_span_id(),
+        started_at=started_at,
+        started_perf=started_perf,
+        user_id=user if isinstance(user, str) else None,
+    )
+    if _CONTEXT_HEADERS.isdisjoint(headers):  # the usual call: no trace context to read
+        return call
     parent = parse_traceparent(_text(headers.get(b"traceparent")))
-    user = _text(headers.get(b"x-keel-user"))
-    if user is None and isinstance(body.get("user"), str):
-        user = body["user"]
+    if parent is not None:
+        call.trace_id, call.parent_span_id = parent.trace_id, parent.span_id
+    call.user_id = _text(headers.get(b"x-keel-user")) or call.user_id
+    call.session_id = _text(headers.get(b"x-keel-session"))
     tags_header = _text(headers.get(b"x-keel-tags"))
-    tags = [t.strip() for t in tags_header.split(",") if t.strip()] if tags_header else []
-    metadata: dict[str, Any] = {}
+    if tags_header:
+        call.tags = [t.strip() for t in tags_header.split(",") if t.strip()]
     raw_metadata = headers.get(b"x-keel-metadata")
     if raw_metadata:
         try:
             metadata = orjson.loads(raw_metadata)
         except orjson.JSONDecodeError:
-            metadata = None  # type: ignore[assignment]
+            metadata = None
         if not isinstance(metadata, dict):
             raise GatewayError(
                 400, "Header x-keel-metadata must be a JSON object.", param="x-keel-metadata"
             )
-    return Call(
-        body=body,
-        alias=body["model"],
-        trace_id=parent.trace_id if parent else new_trace_id(),
-        span_id=new_span_id(),
-        parent_span_id=parent.span_id if parent else None,
-        started_at=started_at,
-        started_perf=started_perf,
-        user_id=user,
-        session_id=_text(headers.get(b"x-keel-session")),
-        tags=tags,
-        metadata=metadata,
-    )
+        call.metadata = metadata
+    return call
 
 
 def _text(value: bytes | None) -> str | None:

@@ -53,4 +53,4 @@ def test_every_span_field_is_carried() -> None:
     # A field added to Span but not to the codec would silently vanish between processes.
     from keel.store import span_codec
 
-    assert span_codec._LENGTH == len(Span.__slots__) + 1
+    assert len(Span.__slots__) + 1 == span_codec._LENGTH
