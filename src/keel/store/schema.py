@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -103,8 +104,21 @@ class SpanRecord(Base):
         Index("ix_spans_start_time", "start_time"),
         Index("ix_spans_trace_id_start_time", "trace_id", "start_time"),
         Index("ix_spans_alias_start_time", "alias", "start_time"),
-        Index("ix_spans_user_id_start_time", "user_id", "start_time"),
-        Index("ix_spans_session_id_start_time", "session_id", "start_time"),
+        # Partial: most calls carry no user or session, and an entry costs every insert.
+        Index(
+            "ix_spans_user_id_start_time",
+            "user_id",
+            "start_time",
+            sqlite_where=text("user_id IS NOT NULL"),
+            postgresql_where=text("user_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_spans_session_id_start_time",
+            "session_id",
+            "start_time",
+            sqlite_where=text("session_id IS NOT NULL"),
+            postgresql_where=text("session_id IS NOT NULL"),
+        ),
     )
 
 

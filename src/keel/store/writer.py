@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +36,7 @@ from keel.core.spans import Span
 from keel.store.spans import MAX_ROWS_PER_INSERT, insert_statement, span_to_row
 
 log = logging.getLogger(__name__)
+_HURRY_SIZES = tuple(s for s in (64, 16, 4, 1) if s <= MAX_ROWS_PER_INSERT)
 
 _MAX_BACKOFF_S = 5.0
 
@@ -80,12 +82,14 @@ class SpanWriter:
         In-process, the writer shares the GIL with the event loop, and the sleep (even 0)
         lets the loop run, so a batch never stalls a request for milliseconds. In the
         recording process it is a real pause: work done in bursts of milliseconds on a
-        small machine delays the gateway's own processes (see `writer_process`).
+        small machine delays the gateway's own processes (see `writer_process`). With
+        a batch or more waiting, the pause is skipped so the writer keeps up.
         """
         self._engine = engine
         self._slice_rows = max(1, min(slice_rows, MAX_ROWS_PER_INSERT))
         self._chunk_sizes = tuple(s for s in (self._slice_rows, 16, 4, 1) if s <= self._slice_rows)
         self._pause_s = pause_s
+        self._hurry = False
         # deque.append/popleft are atomic under the GIL: the event loop appends
         # without a lock, and the thread is woken only once per full batch (a
         # queue.Queue would wake it, and hand it the GIL, on every request).
@@ -254,11 +258,30 @@ class SpanWriter:
             finally:
                 self._pending = 0
 
+    def write_batch(self, batch: Sequence[Span], *, hurry: bool = False) -> None:
+        """Store `batch` now, on the calling thread, with the same retries and counting.
+
+        For a caller that does its own queueing (the recording process); `hurry` skips the
+        pauses between slices because the caller is behind.
+        """
+        self._hurry = hurry
+        try:
+            self._write(batch)
+        finally:
+            self._hurry = False
+
+    def _pause(self) -> None:
+        # Under a backlog the writer works flat out: keeping up matters more than smoothing.
+        if self._hurry:
+            return
+        behind = len(self._spans) >= self._batch_size
+        time.sleep(0 if behind else self._pause_s)
+
     def _write(self, batch: Sequence[Span]) -> None:
         rows: list[tuple[Any, ...]] = []
         for index, span in enumerate(batch):
             if index % self._slice_rows == self._slice_rows - 1:
-                time.sleep(self._pause_s)
+                self._pause()
             try:
                 rows.append(span_to_row(span))
             except Exception as exc:
@@ -318,14 +341,15 @@ class SpanWriter:
             while start < len(rows):
                 # Only a few statement sizes: drivers cache one prepared statement per
                 # distinct SQL text, and one per row count (1..256) grew RSS by tens of MB.
-                size = next(s for s in self._chunk_sizes if s <= len(rows) - start)
+                sizes = _HURRY_SIZES if self._hurry else self._chunk_sizes
+                size = next(s for s in sizes if s <= len(rows) - start)
                 chunk = rows[start : start + size]
                 start += size
                 statement = self._statements.get(size)
                 if statement is None:
                     statement = self._statements[size] = insert_statement(self._paramstyle, size)
-                connection.exec_driver_sql(statement, tuple(v for row in chunk for v in row))
-                time.sleep(self._pause_s)
+                connection.exec_driver_sql(statement, tuple(chain.from_iterable(chunk)))
+                self._pause()
 
 
 def _is_transient(exc: DBAPIError) -> bool:

@@ -37,7 +37,7 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert current(blank_db_url) is None
 
     upgrade(blank_db_url)
-    assert current(blank_db_url) == head() == "0001"
+    assert current(blank_db_url) == head() == "0002"
     tables, indexes = _tables_and_indexes(blank_db_url)
     assert "spans" in tables
     assert indexes == SPAN_INDEXES
@@ -48,7 +48,11 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert "spans" not in tables
 
     upgrade(blank_db_url)  # a downgraded database can be upgraded again
+    assert current(blank_db_url) == "0002"
+
+    downgrade(blank_db_url, "0001")  # one step back: the full indexes again
     assert current(blank_db_url) == "0001"
+    assert _tables_and_indexes(blank_db_url)[1] == SPAN_INDEXES
 
 
 def test_upgrade_to_head_twice_is_a_no_op(db_url: str) -> None:
@@ -76,3 +80,19 @@ def test_json_columns_are_jsonb_on_postgresql(engine: Engine, dialect: str) -> N
         )
     assert types["input"] == types["metadata"] == types["attempts"] == "jsonb"
     assert types["start_time"] == "double precision"
+
+
+def test_user_and_session_lookups_use_their_partial_indexes(engine: Engine, dialect: str) -> None:
+    queries = {
+        "ix_spans_user_id_start_time": "SELECT span_id FROM spans WHERE user_id = 'u' "
+        "AND start_time > 0 ORDER BY start_time DESC",
+        "ix_spans_session_id_start_time": "SELECT span_id FROM spans WHERE session_id = 's' "
+        "AND start_time > 0 ORDER BY start_time DESC",
+    }
+    explain = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
+    with engine.connect() as connection:
+        if dialect == "postgresql":
+            connection.execute(text("SET enable_seqscan = off"))  # an empty table: force the choice
+        for index, query in queries.items():
+            plan = " ".join(str(row) for row in connection.execute(text(explain + query)).all())
+            assert index in plan
