@@ -8,6 +8,7 @@ says SIMULATED. The gateway keeps serving afterwards until Ctrl-C.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def main() -> int:
         processes.append(server)
         _wait(f"http://127.0.0.1:{PORT}/health", process=server)
         _traffic(f"http://127.0.0.1:{PORT}/v1", tag)
-        time.sleep(0.5)  # let the writer flush its batch
+        _wait_recorded(f"http://127.0.0.1:{PORT}/health")
         print(f"\n{tag}What Keel recorded (`keel traces list`):")
         subprocess.run(
             [
@@ -156,6 +157,16 @@ def _wait(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"{url} did not answer within 30 s")
+
+
+def _wait_recorded(url: str) -> None:
+    """Until /health says no span is waiting to be stored (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            if json.loads(answer.read())["recording"]["queued"] == 0:
+                return
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":
