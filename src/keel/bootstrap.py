@@ -19,6 +19,7 @@ from keel.store.migrate import upgrade
 from keel.store.spans import SpanRepository
 from keel.store.writer import SpanWriter
 from keel.store.writer_process import ProcessSpanWriter
+from keel.tracing.ingest import Ingestor
 
 log = logging.getLogger("keel")
 
@@ -32,6 +33,7 @@ class Container:
     writer: ProcessSpanWriter | SpanWriter
     recorder: Recorder
     gateway: Gateway
+    ingestor: Ingestor
 
     async def start(self) -> None:
         """Open the upstream pool and start the span writer (inside the event loop)."""
@@ -74,7 +76,8 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     }
     recorder = Recorder(writer, settings.prices, capture_messages=settings.capture_messages)
     gateway = Gateway(Router(settings.aliases, providers), settings.retry, recorder)
-    return Container(settings, transport, writer, recorder, gateway)
+    ingestor = Ingestor(writer, settings.prices)
+    return Container(settings, transport, writer, recorder, gateway, ingestor)
 
 
 def open_spans(settings: Settings) -> SpanRepository:

@@ -51,13 +51,18 @@ class RunningKeel:
         self.clients.append(client)
         return client
 
-    def spans(self, expected: int = 1, timeout_s: float = 10.0) -> list[Span]:
-        """Every recorded span, newest first, once at least `expected` were written."""
+    def spans(
+        self,
+        expected: int = 1,
+        timeout_s: float = 10.0,
+        kinds: tuple[str, ...] = ("generation", "embedding"),
+    ) -> list[Span]:
+        """Every recorded span of `kinds`, newest first, once at least `expected` were written."""
         repository = SpanRepository(create_engine_for(self.container.settings.database_url))
         deadline = time.monotonic() + timeout_s
         while True:
             self.container.writer.flush()
-            found = repository.list_calls(0, limit=10_000)
+            found = repository.list_calls(0, limit=10_000, kinds=kinds)
             if len(found) >= expected or time.monotonic() > deadline:
                 return found
             time.sleep(0.02)

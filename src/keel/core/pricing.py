@@ -54,6 +54,7 @@ class PriceTable:
     def __init__(self, prices: Mapping[str, ModelPrice]) -> None:
         self._prices = dict(prices)
         self._memo: dict[str, ModelPrice | None] = {}
+        self._snapshots: dict[ModelPrice, dict[str, float]] = {}
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Mapping[str, float]]) -> PriceTable:
@@ -67,6 +68,17 @@ class PriceTable:
     def names(self) -> Iterable[str]:
         """Every model name with a price."""
         return self._prices.keys()
+
+    def snapshot(self, *names: str | None) -> dict[str, float] | None:
+        """The price snapshot of the first of `names` that has a price (one dict per price,
+        shared: spans store it as it is); None when none has."""
+        price = self.lookup(*names)
+        if price is None:
+            return None
+        snapshot = self._snapshots.get(price)
+        if snapshot is None:
+            snapshot = self._snapshots[price] = price.snapshot()
+        return snapshot
 
     def lookup(self, *names: str | None) -> ModelPrice | None:
         """The price of the first of `names` that has one (e.g. upstream model, then alias)."""

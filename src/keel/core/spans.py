@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.core.pricing import PriceTable, cost_usd
 from keel.core.usage import Usage
 
 
@@ -75,6 +76,17 @@ class Span:
     params: dict[str, Any] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
+
+    def price_with(self, prices: PriceTable, *names: str | None) -> None:
+        """Set `usage`'s cost from the first of `names` with a price, or mark it unpriced."""
+        if self.usage is None:
+            return
+        snapshot = prices.snapshot(*names)
+        if snapshot is None:
+            self.unpriced = True
+            return
+        self.price = snapshot
+        self.cost_usd = cost_usd(self.usage, snapshot)
 
     @property
     def latency_ms(self) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 
 from keel.core import tokens
 from keel.core.deployments import Deployment
-from keel.core.pricing import ModelPrice, PriceTable, cost_usd
+from keel.core.pricing import PriceTable
 from keel.core.spans import Attempt, Span
 from keel.core.usage import Usage
 from keel.gateway.call import Call
@@ -34,7 +34,6 @@ class Recorder:
         self._prices = prices
         self._capture = capture_messages
         self._pending: set[asyncio.Future[Any]] = set()
-        self._snapshots: dict[ModelPrice, dict[str, float]] = {}
 
     def record(
         self,
@@ -110,17 +109,7 @@ class Recorder:
 
     def _price(self, span: Span, usage: Usage | None) -> None:
         span.usage = usage
-        if usage is None:
-            return
-        price = self._prices.lookup(span.model, span.alias)
-        if price is None:
-            span.unpriced = True
-            return
-        snapshot = self._snapshots.get(price)
-        if snapshot is None:
-            snapshot = self._snapshots[price] = price.snapshot()
-        span.price = snapshot
-        span.cost_usd = cost_usd(usage, snapshot)
+        span.price_with(self._prices, span.model, span.alias)
 
     def _estimate_then_emit(self, span: Span, messages: list[Any], output: Any) -> None:
         loop = asyncio.get_running_loop()

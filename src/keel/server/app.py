@@ -16,6 +16,7 @@ from keel.bootstrap import Container
 from keel.core.errors import GatewayError
 from keel.server.asgi import Receive, Scope, Send, send_bytes, send_error
 from keel.server.openai_routes import OpenAIRoutes
+from keel.server.otlp_routes import OtlpRoutes
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("keel.server")
@@ -31,7 +32,11 @@ class KeelApp:
             master_key=container.settings.master_key,
             max_body_bytes=container.settings.max_body_bytes,
         )
+        otlp = OtlpRoutes(
+            container.ingestor, routes, max_body_bytes=container.settings.max_body_bytes
+        )
         self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/traces"): otlp.traces,
             ("POST", "/v1/chat/completions"): routes.chat_completions,
             ("POST", "/chat/completions"): routes.chat_completions,
             ("POST", "/v1/embeddings"): routes.embeddings,

@@ -1,0 +1,1 @@
+"""Tracing: OTLP decoding, the mapping of instrumentation attributes, and ingestion."""
