@@ -16,6 +16,7 @@ from keel.providers.transport import HttpTransport
 from keel.settings import Settings
 from keel.store.engine import create_engine_for
 from keel.store.migrate import upgrade
+from keel.store.scores import ScoreRepository
 from keel.store.spans import SpanRepository
 from keel.store.writer import SpanWriter
 from keel.store.writer_process import ProcessSpanWriter
@@ -34,6 +35,7 @@ class Container:
     recorder: Recorder
     gateway: Gateway
     ingestor: Ingestor
+    scores: ScoreRepository
 
     async def start(self) -> None:
         """Open the upstream pool and start the span writer (inside the event loop)."""
@@ -77,7 +79,8 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     recorder = Recorder(writer, settings.prices, capture_messages=settings.capture_messages)
     gateway = Gateway(Router(settings.aliases, providers), settings.retry, recorder)
     ingestor = Ingestor(writer, settings.prices)
-    return Container(settings, transport, writer, recorder, gateway, ingestor)
+    scores = ScoreRepository(create_engine_for(settings.database_url))
+    return Container(settings, transport, writer, recorder, gateway, ingestor, scores)
 
 
 def open_spans(settings: Settings) -> SpanRepository:

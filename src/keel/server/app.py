@@ -14,6 +14,7 @@ import orjson
 
 from keel.bootstrap import Container
 from keel.core.errors import GatewayError
+from keel.server.api_scores import ScoreRoutes
 from keel.server.asgi import Receive, Scope, Send, send_bytes, send_error
 from keel.server.openai_routes import OpenAIRoutes
 from keel.server.otlp_routes import OtlpRoutes
@@ -37,6 +38,7 @@ class KeelApp:
         )
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/traces"): otlp.traces,
+            ("POST", "/api/scores"): ScoreRoutes(container.scores, routes).create,
             ("POST", "/v1/chat/completions"): routes.chat_completions,
             ("POST", "/chat/completions"): routes.chat_completions,
             ("POST", "/v1/embeddings"): routes.embeddings,

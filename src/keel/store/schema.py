@@ -123,3 +123,31 @@ class SpanRecord(Base):
 
 
 spans_table = cast(Table, SpanRecord.__table__)
+
+
+class ScoreRecord(Base):
+    """One row per score; see `keel.core.scores.Score`."""
+
+    __tablename__ = "scores"
+
+    score_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    data_type: Mapped[str] = mapped_column(String)
+    value: Mapped[float | None] = mapped_column(Double)
+    string_value: Mapped[str | None] = mapped_column(Text)
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    span_id: Mapped[str | None] = mapped_column(String(16))
+    session_id: Mapped[str | None] = mapped_column(String)
+    source: Mapped[str] = mapped_column(String)
+    comment: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String)
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        Index("ix_scores_trace_id", "trace_id"),
+        Index("ix_scores_session_id", "session_id"),
+        Index("ix_scores_name_created_at", "name", "created_at"),
+    )
+
+
+scores_table = cast(Table, ScoreRecord.__table__)

@@ -37,9 +37,9 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert current(blank_db_url) is None
 
     upgrade(blank_db_url)
-    assert current(blank_db_url) == head() == "0002"
+    assert current(blank_db_url) == head() == "0003"
     tables, indexes = _tables_and_indexes(blank_db_url)
-    assert "spans" in tables
+    assert {"spans", "scores"} <= tables
     assert indexes == SPAN_INDEXES
 
     downgrade(blank_db_url, "base")
@@ -48,7 +48,7 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert "spans" not in tables
 
     upgrade(blank_db_url)  # a downgraded database can be upgraded again
-    assert current(blank_db_url) == "0002"
+    assert current(blank_db_url) == "0003"
 
     downgrade(blank_db_url, "0001")  # one step back: the full indexes again
     assert current(blank_db_url) == "0001"
