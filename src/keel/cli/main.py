@@ -9,6 +9,7 @@ import click
 from keel import __version__
 from keel.cli.db import db
 from keel.cli.serve import serve
+from keel.cli.sessions import sessions
 from keel.cli.traces import traces
 from keel.core.errors import ConfigError, KeelError
 
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(traces)
+cli.add_command(sessions)
 cli.add_command(db)
 
 

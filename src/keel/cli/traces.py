@@ -1,4 +1,4 @@
-"""`keel traces`: list and show recorded gateway calls."""
+"""`keel traces`: list and show recorded calls, and print a trace as a tree."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.table import Table
 
 from keel.bootstrap import open_spans
 from keel.core.spans import Span
+from keel.core.trees import TreeNode, build_tree
 from keel.settings import load_settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -113,6 +114,80 @@ def show_trace(config_path: str | None, as_json: bool, trace_id: str) -> None:
     console = _console()
     for span in spans:
         _print_span(console, span)
+
+
+@traces.command("tree")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per span, with depth.")
+@click.argument("trace_id")
+def tree_of_trace(config_path: str | None, as_json: bool, trace_id: str) -> None:
+    """One trace as a tree: each step's offset, latency, tokens and cost (subtree totals)."""
+    repository = open_spans(load_settings(config_path, dict(os.environ)))
+    spans = repository.trace(trace_id)
+    if not spans:
+        span = repository.get(trace_id)
+        spans = repository.trace(span.trace_id) if span else []
+    if not spans:
+        raise click.ClickException(f"no trace or span with id {trace_id!r}")
+    roots = build_tree(spans)
+    start = min(span.start_time for span in spans)
+    out = sys.stdout
+    # Iterative depth-first walk: a trace may nest thousands of levels deep.
+    stack: list[tuple[TreeNode, str, str, int]] = [(root, "", "", 0) for root in reversed(roots)]
+    while stack:
+        node, lead, guide, depth = stack.pop()
+        if as_json:
+            out.write(orjson.dumps(_tree_line(node, start, depth)).decode() + "\n")
+        else:
+            out.write(f"{lead}{_tree_label(node, start)}\n")
+        children = node.children
+        for index in range(len(children) - 1, -1, -1):
+            last = index == len(children) - 1
+            branch = guide + ("└─ " if last else "├─ ")
+            stack.append((children[index], branch, guide + ("   " if last else "│  "), depth + 1))
+    out.flush()
+
+
+def _tree_line(node: TreeNode, start: float, depth: int) -> dict[str, Any]:
+    span = node.span
+    return {
+        "depth": depth,
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "name": span.name,
+        "kind": span.kind,
+        "status": span.status,
+        "offset_ms": round((span.start_time - start) * 1000.0, 3),
+        "latency_ms": round(span.latency_ms, 3),
+        "model": span.model,
+        "subtree": {
+            "input_tokens": node.input_tokens,
+            "output_tokens": node.output_tokens,
+            "cost_usd": node.cost_usd,
+            "unpriced": node.unpriced,
+            "errors": node.errors,
+        },
+    }
+
+
+def _tree_label(node: TreeNode, start: float) -> str:
+    span = node.span
+    parts = [
+        f"{span.name} [{span.kind}]",
+        f"+{(span.start_time - start) * 1000.0:.1f} ms",
+        f"{span.latency_ms:.1f} ms",
+    ]
+    if span.model:
+        parts.append(span.model)
+    if node.input_tokens or node.output_tokens:
+        parts.append(f"tokens {node.input_tokens}/{node.output_tokens}")
+    if node.cost_usd:
+        parts.append(f"${node.cost_usd:.6f}" + (" + unpriced" if node.unpriced else ""))
+    elif node.unpriced:
+        parts.append("unpriced")
+    if span.status == "error":
+        parts.append(f"ERROR {span.error or ''}".rstrip())
+    return "  ".join(parts)
 
 
 def span_summary(span: Span) -> dict[str, Any]:
