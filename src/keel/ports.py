@@ -75,3 +75,9 @@ class SpanSink(Protocol):
     """Where finished spans go. `emit` never blocks and never raises."""
 
     def emit(self, span: Span) -> None: ...
+
+
+class SpanQueue(SpanSink, Protocol):
+    """A sink with a bounded queue that says how many more spans it can take now."""
+
+    def room(self) -> int: ...

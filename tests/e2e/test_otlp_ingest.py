@@ -268,3 +268,25 @@ def test_the_master_key_guards_the_receiver(keel_factory: KeelFactory, fake: Fak
 def test_otel_global_tracer_is_untouched() -> None:
     # the tests above use their own provider; nothing here installs a global one
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+def test_a_batch_the_queue_cannot_take_is_refused_whole_with_retry_after(
+    keel_factory: KeelFactory, fake: FakeUpstream
+) -> None:
+    running = keel_factory(fake_config(fake, recording="{queue_size: 10}"))
+    spans = [_json_span(f"{i + 1:016x}", f"step {i}") for i in range(11)]
+    answer = httpx.post(
+        running.url + "/v1/traces",
+        content=orjson.dumps(_json_request(*spans)),
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 503  # OTLP exporters retry this, honouring Retry-After
+    assert answer.headers["retry-after"] == "1"
+    assert "queue is full" in answer.json()["message"]
+    small = httpx.post(
+        running.url + "/v1/traces",
+        content=orjson.dumps(_json_request(*spans[:5])),
+        headers={"Content-Type": "application/json"},
+    )
+    assert small.status_code == 200
+    assert len(running.spans(kinds=ALL_KINDS, expected=5)) == 5  # none of the refused batch

@@ -28,6 +28,7 @@ _JSON = b"application/json"
 _INVALID_ARGUMENT = 3
 _UNAUTHENTICATED = 16
 _RESOURCE_EXHAUSTED = 8
+_UNAVAILABLE = 14
 
 
 class OtlpRoutes:
@@ -75,6 +76,10 @@ class OtlpRoutes:
             await _error(send, as_json, 400, _INVALID_ARGUMENT, str(exc))
             return
         result = self._ingestor.ingest(decoded)
+        if result.busy:
+            message = "Keel's span queue is full; retry after the delay in Retry-After"
+            await _error(send, as_json, 503, _UNAVAILABLE, message, [(b"retry-after", b"1")])
+            return
         await _answer(send, as_json, result.rejected, result.reason)
 
 
@@ -110,18 +115,32 @@ async def _answer(send: Send, as_json: bool, rejected: int, reason: str) -> None
     await _send(send, 200, as_json, body)
 
 
-async def _error(send: Send, as_json: bool, status: int, code: int, message: str) -> None:
+async def _error(
+    send: Send,
+    as_json: bool,
+    status: int,
+    code: int,
+    message: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     if as_json:
         body = orjson.dumps({"code": code, "message": message})
     else:  # google.rpc.Status: code (field 1, varint), message (field 2, bytes)
         text = message.encode()
         body = b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
-    await _send(send, status, as_json, body)
+    await _send(send, status, as_json, body, extra)
 
 
-async def _send(send: Send, status: int, as_json: bool, body: bytes) -> None:
+async def _send(
+    send: Send,
+    status: int,
+    as_json: bool,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     content_type = _JSON if as_json else _PROTOBUF[0]
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra or ())
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

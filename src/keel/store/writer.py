@@ -131,6 +131,10 @@ class SpanWriter:
         except Exception:  # the hot path must survive anything, even a broken logger
             pass
 
+    def room(self) -> int:
+        """How many more spans the queue takes now (0 when closed)."""
+        return 0 if self._closed else max(self._queue_size - len(self._spans), 0)
+
     def start(self) -> None:
         """Start the background thread (idempotent)."""
         with self._lock:

@@ -147,6 +147,12 @@ class ProcessSpanWriter:
         except Exception:  # the hot path must survive anything, even a broken logger
             pass
 
+    def room(self) -> int:
+        """How many more spans fit now, in this queue and the child's (0 when closed)."""
+        if self._closed:
+            return 0
+        return max(self._queue_size - len(self._lines) - self.stats().queued, 0)
+
     def start(self) -> None:
         """Start the feeder thread, which starts the child process (idempotent)."""
         with self._lock:

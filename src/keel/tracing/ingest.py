@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from keel.core.pricing import PriceTable
-from keel.ports import SpanSink
+from keel.ports import SpanQueue
 from keel.tracing.otlp import Decoded
 from keel.tracing.semconv import to_span
 
@@ -21,22 +21,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Ingested:
-    """How a batch went: spans accepted, spans refused and why (the first reason)."""
+    """How a batch went: spans accepted, spans refused and why (the first reason).
+
+    `busy`: the span queue had no room for the batch, so none of it was taken; the
+    sender should retry later (OTLP exporters do, on 503 with Retry-After).
+    """
 
     accepted: int
     rejected: int
     reason: str = ""
+    busy: bool = False
 
 
 class Ingestor:
     """Maps, prices and emits decoded spans."""
 
-    def __init__(self, sink: SpanSink, prices: PriceTable) -> None:
+    def __init__(self, sink: SpanQueue, prices: PriceTable) -> None:
         self._sink = sink
         self._prices = prices
 
     def ingest(self, decoded: Decoded) -> Ingested:
-        """Emit every span of `decoded` that maps; never raises for one bad span."""
+        """Emit every span of `decoded` that maps; never raises for one bad span.
+
+        All or nothing on a full queue: a batch is taken whole or not at all, so that a
+        retry never stores a span twice.
+        """
+        if self._sink.room() < len(decoded.spans):
+            return Ingested(0, 0, "the span queue is full", busy=True)
         accepted, rejected, reason = 0, decoded.rejected, decoded.reason
         for otlp in decoded.spans:
             try:
