@@ -82,6 +82,7 @@ def main() -> int:
             env=env,
             check=False,
         )
+        _rag_demo(env, tag)
         print(
             f"\n{tag}Gateway running at http://127.0.0.1:{PORT}/v1 (database .keel/demo.db). "
             "Try:\n  KEEL_DATABASE_URL=sqlite:///.keel/demo.db .venv/bin/keel traces list\n"
@@ -157,6 +158,28 @@ def _wait(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"{url} did not answer within 30 s")
+
+
+def _rag_demo(env: dict[str, str], tag: str) -> None:
+    """Run examples/rag_app.py (SDK-traced, calling the gateway) and print its trace tree."""
+    print(f"\n{tag}A RAG pipeline traced with the keel SDK (examples/rag_app.py):")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "rag_app.py")],
+        env={**env, "KEEL_HOST": f"http://127.0.0.1:{PORT}"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(done.stdout.rstrip() or done.stderr.rstrip())
+    trace = next(
+        (line.split()[-1] for line in done.stdout.splitlines() if line.startswith("trace:")), None
+    )
+    if trace is None:
+        return
+    _wait_recorded(f"http://127.0.0.1:{PORT}/health")
+    print(f"\n{tag}`keel traces tree {trace}`:")
+    tree = [sys.executable, "-m", "keel.cli.main", "traces", "tree", trace]
+    subprocess.run(tree, env=env, check=False)
 
 
 def _wait_recorded(url: str) -> None:
