@@ -16,6 +16,7 @@ from keel.providers.transport import HttpTransport
 from keel.settings import Settings
 from keel.store.engine import create_engine_for
 from keel.store.migrate import upgrade
+from keel.store.queries import TraceQueries
 from keel.store.scores import ScoreRepository
 from keel.store.spans import SpanRepository
 from keel.store.writer import SpanWriter
@@ -36,6 +37,7 @@ class Container:
     gateway: Gateway
     ingestor: Ingestor
     scores: ScoreRepository
+    queries: TraceQueries
 
     async def start(self) -> None:
         """Open the upstream pool and start the span writer (inside the event loop)."""
@@ -80,7 +82,8 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     gateway = Gateway(Router(settings.aliases, providers), settings.retry, recorder)
     ingestor = Ingestor(writer, settings.prices)
     scores = ScoreRepository(create_engine_for(settings.database_url))
-    return Container(settings, transport, writer, recorder, gateway, ingestor, scores)
+    queries = TraceQueries(create_engine_for(settings.database_url))
+    return Container(settings, transport, writer, recorder, gateway, ingestor, scores, queries)
 
 
 def open_spans(settings: Settings) -> SpanRepository:

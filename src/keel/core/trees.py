@@ -64,3 +64,17 @@ def _roll_up(root: TreeNode) -> None:
             node.cost_usd += child.cost_usd
             node.unpriced = node.unpriced or child.unpriced
             node.errors += child.errors
+
+
+def breadth_first(roots: list[TreeNode]) -> list[tuple[TreeNode, int]]:
+    """Every node under `roots`, level by level (children in start order), with its depth.
+
+    Reversed, the list is a valid bottom-up order: every node comes after its children.
+    """
+    order: list[tuple[TreeNode, int]] = [(root, 0) for root in roots]
+    index = 0
+    while index < len(order):
+        node, depth = order[index]
+        order.extend((child, depth + 1) for child in node.children)
+        index += 1
+    return order

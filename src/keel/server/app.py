@@ -14,9 +14,12 @@ import orjson
 
 from keel.bootstrap import Container
 from keel.core.errors import GatewayError
+from keel.server.api_router import ApiRouter
 from keel.server.api_scores import ScoreRoutes
+from keel.server.api_traces import TraceRoutes
 from keel.server.asgi import Receive, Scope, Send, send_bytes, send_error
 from keel.server.openai_routes import OpenAIRoutes
+from keel.server.openapi import openapi_document
 from keel.server.otlp_routes import OtlpRoutes
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -36,9 +39,13 @@ class KeelApp:
         otlp = OtlpRoutes(
             container.ingestor, routes, max_body_bytes=container.settings.max_body_bytes
         )
+        self.api = ApiRouter(routes.authorized)
+        self.api.mount("POST", "/api/scores", ScoreRoutes(container.scores, routes).create)
+        TraceRoutes(container.queries).register(self.api)
+        document = openapi_document()
+        self.api.get("/api/openapi.json", lambda _request: document)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/traces"): otlp.traces,
-            ("POST", "/api/scores"): ScoreRoutes(container.scores, routes).create,
             ("POST", "/v1/chat/completions"): routes.chat_completions,
             ("POST", "/chat/completions"): routes.chat_completions,
             ("POST", "/v1/embeddings"): routes.embeddings,
@@ -58,6 +65,8 @@ class KeelApp:
             handler = self._routes.get((scope["method"], scope["path"]))
             if handler is not None:
                 await handler(scope, receive, send)
+            elif scope["path"].startswith("/api/"):
+                await self.api(scope, receive, send)
             elif scope["path"] in self._allow:
                 message = f"{scope['method']} is not allowed on {scope['path']}."
                 allow = [(b"allow", self._allow[scope["path"]])]

@@ -1,0 +1,663 @@
+"""Read-side queries behind the REST API: trace lists, one trace's tree, sessions, users.
+
+A trace is listed by its *head*: the span with no parent (the first one, should a
+trace have several), or, while no root has arrived (an application's root span still
+in flight, or never exported), the trace's earliest span. A trace belongs to a time
+window when its head started inside it ([from, to), epoch seconds).
+
+Pages are keyset pages: each query orders by a (time, id) key, descending for lists
+(newest first) and ascending for conversations and children, and the next page
+starts strictly after the last key returned. Inserts never shift a page, and with a
+fixed window nothing that arrives later than its end can appear in it.
+
+Filters that look at "any span of the trace" are correlated EXISTS probes on
+`ix_spans_trace_id_start_time`, evaluated only for candidate heads, which the scan
+of `ix_spans_start_time` yields newest first; user and session filters use their
+partial indexes instead (`trace_id IN (SELECT trace_id ... WHERE user_id = ?)`).
+Totals and scores of a page come from one GROUP BY each over `trace_id IN (page)`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Literal, TypeVar
+
+import orjson
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    Engine,
+    FromClause,
+    Text,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from keel.core.scores import Score
+from keel.core.spans import Span
+from keel.core.trees import TreeNode, breadth_first, build_tree
+from keel.core.usage import Usage
+from keel.store.schema import scores_table, spans_table
+from keel.store.spans import row_to_span
+
+T = TypeVar("T")
+Key = tuple[float, str]
+"""A page key: (time in epoch seconds, id)."""
+Window = tuple[float, float]
+"""[from, to) in epoch seconds."""
+
+ScoreOperator = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
+SCORE_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreFilter:
+    """A score of the trace named `name` whose value compares to `value` with `op`.
+
+    A float compares with numeric and boolean scores (true is 1.0), a string with
+    categorical and text scores (eq and ne only).
+    """
+
+    name: str
+    op: ScoreOperator
+    value: float | str
+
+
+@dataclass(frozen=True, slots=True)
+class TraceFilter:
+    """What a trace must match to be listed; unset fields match everything."""
+
+    name: str | None = None  # the head span's name
+    user: str | None = None  # any span of the trace
+    session: str | None = None  # any span of the trace
+    tags: tuple[str, ...] = ()  # each on some span of the trace
+    model: str | None = None  # alias or upstream model of any span
+    status: Literal["ok", "error"] | None = None  # error: any span failed
+    min_latency_ms: float | None = None  # the head span's latency
+    min_cost: float | None = None  # the trace's total cost in USD
+    scores: tuple[ScoreFilter, ...] = ()
+    text: str | None = None  # substring of any span's input or output
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """Items of one page and the key to pass for the next one (None on the last page)."""
+
+    items: list[T]
+    next_key: Key | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """Totals over a set of spans (a whole trace, or one span's subtree)."""
+
+    spans: int
+    start_time: float
+    end_time: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    unpriced: bool  # some span has usage but no price: cost_usd is a lower bound
+    errors: int
+
+    @property
+    def latency_ms(self) -> float:
+        """From the first start to the last end, in milliseconds."""
+        return (self.end_time - self.start_time) * 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSummary:
+    """One trace in a list: its head span, its totals and its scores."""
+
+    root: Span
+    totals: Rollup
+    scores: list[Score]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeSpan:
+    """One span of a tree, its depth (roots are 0), child count and subtree rollup."""
+
+    span: Span
+    depth: int
+    child_count: int
+    subtree: Rollup
+
+
+@dataclass(frozen=True, slots=True)
+class TraceTree:
+    """A trace top-down: the first spans breadth-first, the head, totals and scores."""
+
+    root: Span
+    totals: Rollup
+    spans: list[TreeSpan]
+    scores: list[Score]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """A session's or a user's activity: spans carrying the id started in the window.
+
+    `traces`, `first_seen` and `last_seen` count the spans that carry the id; `spans`,
+    tokens and cost count every span of those traces (child spans often carry no
+    user or session of their own).
+    """
+
+    key: str
+    traces: int
+    first_seen: float
+    last_seen: float
+    spans: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDetail:
+    """A session as a conversation: its traces in start order (one page) and its scores."""
+
+    summary: GroupSummary
+    turns: Page[TraceSummary]
+    scores: list[Score] = field(default_factory=list)
+
+
+class SpanNotInTrace(LookupError):
+    """The parent span asked for is not part of the trace."""
+
+
+class JsonArrayContains(FunctionElement[bool]):
+    """`array` (a JSON array column) holds the string `item`; compiled once per dialect."""
+
+    type = Boolean()
+    name = "json_array_contains"
+    inherit_cache = True
+
+
+@compiles(JsonArrayContains, "sqlite")
+def _contains_sqlite(element: JsonArrayContains, compiler: SQLCompiler, **kw: Any) -> str:
+    array, item = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"EXISTS (SELECT 1 FROM json_each({array}) WHERE json_each.value = {item})"
+
+
+@compiles(JsonArrayContains, "postgresql")
+def _contains_postgresql(element: JsonArrayContains, compiler: SQLCompiler, **kw: Any) -> str:
+    array, item = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"({array} @> jsonb_build_array(CAST({item} AS TEXT)))"
+
+
+class TraceQueries:
+    """Read queries for the API; every method is blocking (call it off the event loop)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def list_traces(
+        self, window: Window, where: TraceFilter, limit: int, after: Key | None = None
+    ) -> Page[TraceSummary]:
+        """Traces whose head started in `window`, newest first, matching `where`.
+
+        `where.text` is a case-insensitive substring search over the JSON text of every
+        span's input and output (a scan of the trace's spans, no full-text index yet;
+        SQLite folds ASCII letters only).
+        """
+        s = spans_table.alias("s")
+        query = select(s).where(
+            s.c.start_time >= window[0],
+            s.c.start_time < window[1],
+            _is_head(s),
+            *_trace_conditions(s, where),
+        )
+        if after is not None:
+            query = query.where(_key_before(s, after))
+        query = query.order_by(s.c.start_time.desc(), s.c.span_id.desc()).limit(limit + 1)
+        with self._engine.connect() as connection:
+            heads = [row_to_span(row) for row in connection.execute(query).mappings()]
+            heads, next_key = _cut(heads, limit, _span_key)
+            return Page(_summaries(connection, heads), next_key)
+
+    def trace_tree(self, trace_or_span_id: str, limit: int) -> TraceTree | None:
+        """The trace (by trace id, or the id of one of its spans), its first `limit` spans
+        breadth-first with subtree rollups; None when no such trace or span is stored."""
+        with self._engine.connect() as connection:
+            shape = _load_shape(connection, trace_or_span_id)
+            if shape is None:
+                return None
+            chosen = shape.order[:limit]
+            wanted = [shape.head.span_id, *(node.span.span_id for node, _ in chosen)]
+            full = _full_spans(connection, shape, wanted)
+            scores = _scores(connection, scores_table.c.trace_id == shape.trace_id)
+        spans = [shape.tree_span(full, node, depth) for node, depth in chosen]
+        return TraceTree(full.get(shape.head.span_id, shape.head), shape.totals, spans, scores)
+
+    def children(
+        self, trace_or_span_id: str, parent: str | None, limit: int, after: Key | None = None
+    ) -> Page[TreeSpan] | None:
+        """One page of `parent`'s children (the trace's roots when None), in start order.
+
+        None when the trace is unknown; SpanNotInTrace when `parent` is not in it.
+        """
+        with self._engine.connect() as connection:
+            shape = _load_shape(connection, trace_or_span_id)
+            if shape is None:
+                return None
+            if parent is None:
+                candidates = shape.roots
+            elif parent in shape.nodes:
+                candidates = shape.nodes[parent].children
+            else:
+                raise SpanNotInTrace(f"span {parent!r} is not part of trace {shape.trace_id}")
+            if after is not None:
+                candidates = [node for node in candidates if _span_key(node.span) > after]
+            page, next_key = _cut(candidates, limit, lambda node: _span_key(node.span))
+            full = _full_spans(connection, shape, [node.span.span_id for node in page])
+        items = [shape.tree_span(full, node, shape.depths[node.span.span_id]) for node in page]
+        return Page(items, next_key)
+
+    def sessions(self, window: Window, limit: int, after: Key | None = None) -> Page[GroupSummary]:
+        """Sessions with spans started in `window`, most recently active first."""
+        return self._groups("session_id", window, limit, after)
+
+    def users(self, window: Window, limit: int, after: Key | None = None) -> Page[GroupSummary]:
+        """Users with spans started in `window`, most recently active first."""
+        return self._groups("user_id", window, limit, after)
+
+    def session(
+        self, session_id: str, limit: int, after: Key | None = None
+    ) -> SessionDetail | None:
+        """The session's traces in start order (a page of them) and its scores; None if unknown."""
+        t = spans_table.c
+        s = spans_table.alias("s")
+        in_session = select(t.trace_id).where(t.session_id == session_id)
+        query = select(s).where(s.c.trace_id.in_(in_session), _is_head(s))
+        if after is not None:
+            query = query.where(_key_after(s, after))
+        query = query.order_by(s.c.start_time, s.c.span_id).limit(limit + 1)
+        with self._engine.connect() as connection:
+            activity = _activity(connection, "session_id", None, keys=[session_id])
+            if not activity:
+                return None
+            summary = _with_usage(connection, "session_id", None, activity)[0]
+            heads = [row_to_span(row) for row in connection.execute(query).mappings()]
+            heads, next_key = _cut(heads, limit, _span_key)
+            turns = Page(_summaries(connection, heads), next_key)
+            scores = _scores(connection, scores_table.c.session_id == session_id)
+        return SessionDetail(summary, turns, scores)
+
+    def _groups(
+        self, column: str, window: Window, limit: int, after: Key | None
+    ) -> Page[GroupSummary]:
+        with self._engine.connect() as connection:
+            found = _activity(connection, column, window, limit=limit + 1, after=after)
+            found, next_key = _cut(found, limit, lambda group: (group.last_seen, group.key))
+            return Page(_with_usage(connection, column, window, found), next_key)
+
+
+# --- trace heads and filters -----------------------------------------------------------
+
+
+def _before(a: FromClause, b: FromClause) -> ColumnElement[bool]:
+    """`a` sorts before `b` by (start_time, span_id); the first term can use an index."""
+    return and_(
+        a.c.start_time <= b.c.start_time,
+        or_(a.c.start_time < b.c.start_time, a.c.span_id < b.c.span_id),
+    )
+
+
+def _is_head(s: FromClause) -> ColumnElement[bool]:
+    """`s` is its trace's head: the first root, or the first span of a trace with no root."""
+    earlier_root = spans_table.alias("earlier_root")
+    earlier_span = spans_table.alias("earlier_span")
+    any_root = spans_table.alias("any_root")
+    same = _same_trace
+    return or_(
+        and_(
+            s.c.parent_span_id.is_(None),
+            ~exists().where(
+                same(earlier_root, s),
+                earlier_root.c.parent_span_id.is_(None),
+                _before(earlier_root, s),
+            ),
+        ),
+        and_(
+            s.c.parent_span_id.is_not(None),
+            # Cheap first: all but a trace's first span fail here on the first index entry.
+            ~exists().where(same(earlier_span, s), _before(earlier_span, s)),
+            ~exists().where(same(any_root, s), any_root.c.parent_span_id.is_(None)),
+        ),
+    )
+
+
+def _same_trace(t: FromClause, s: FromClause) -> ColumnElement[bool]:
+    return t.c.trace_id == s.c.trace_id
+
+
+def _any_span(s: FromClause, condition: Callable[[FromClause], ColumnElement[bool]]) -> Any:
+    t = spans_table.alias()
+    return exists().where(_same_trace(t, s), condition(t))
+
+
+def _trace_conditions(s: FromClause, where: TraceFilter) -> list[ColumnElement[bool]]:
+    t = spans_table.c
+    out: list[ColumnElement[bool]] = []
+    if where.name is not None:
+        out.append(s.c.name == where.name)
+    if where.user is not None:
+        out.append(s.c.trace_id.in_(select(t.trace_id).where(t.user_id == where.user)))
+    if where.session is not None:
+        out.append(s.c.trace_id.in_(select(t.trace_id).where(t.session_id == where.session)))
+    out.extend(_any_span(s, _tagged(tag)) for tag in where.tags)
+    if where.model is not None:
+        model = where.model
+        out.append(_any_span(s, lambda a: or_(a.c.alias == model, a.c.model == model)))
+    if where.status is not None:
+        failed = _any_span(s, lambda a: a.c.status == "error")
+        out.append(failed if where.status == "error" else ~failed)
+    if where.min_latency_ms is not None:
+        out.append(s.c.latency_ms >= where.min_latency_ms)
+    if where.min_cost is not None:
+        a = spans_table.alias("cost")
+        total = select(func.coalesce(func.sum(a.c.cost_usd), 0.0)).where(_same_trace(a, s))
+        out.append(total.scalar_subquery() >= where.min_cost)
+    for wanted in where.scores:
+        out.append(_has_score(s, wanted))
+    if where.text:
+        # Search the JSON text for the JSON spelling of the words (quotes, newlines...).
+        needle = orjson.dumps(where.text).decode()[1:-1]
+        out.append(
+            _any_span(
+                s,
+                lambda a: or_(
+                    sql_cast(a.c.input, Text).icontains(needle, autoescape=True),
+                    sql_cast(a.c.output, Text).icontains(needle, autoescape=True),
+                ),
+            )
+        )
+    return out
+
+
+def _tagged(tag: str) -> Callable[[FromClause], ColumnElement[bool]]:
+    return lambda a: JsonArrayContains(a.c.tags, literal(tag))
+
+
+def _has_score(s: FromClause, wanted: ScoreFilter) -> Any:
+    c = scores_table.alias().c
+    compare = SCORE_OPERATORS[wanted.op]
+    column = c.string_value if isinstance(wanted.value, str) else c.value
+    return exists().where(
+        c.trace_id == s.c.trace_id, c.name == wanted.name, compare(column, wanted.value)
+    )
+
+
+def _key_before(s: FromClause, key: Key) -> ColumnElement[bool]:
+    return and_(
+        s.c.start_time <= key[0],
+        or_(s.c.start_time < key[0], s.c.span_id < key[1]),
+    )
+
+
+def _key_after(s: FromClause, key: Key) -> ColumnElement[bool]:
+    return and_(
+        s.c.start_time >= key[0],
+        or_(s.c.start_time > key[0], s.c.span_id > key[1]),
+    )
+
+
+def _span_key(span: Span) -> Key:
+    return (span.start_time, span.span_id)
+
+
+def _cut(items: list[T], limit: int, key: Callable[[T], Key]) -> tuple[list[T], Key | None]:
+    """The first `limit` of `limit + 1` fetched items, and the next key if there were more."""
+    if len(items) <= limit:
+        return items, None
+    page = items[:limit]
+    return page, key(page[-1])
+
+
+# --- totals and scores of a page --------------------------------------------------------
+
+
+def _summaries(connection: Connection, heads: list[Span]) -> list[TraceSummary]:
+    if not heads:
+        return []
+    ids = [head.trace_id for head in heads]
+    totals = _trace_totals(connection, ids)
+    scores: dict[str, list[Score]] = defaultdict(list)
+    for score in _scores(connection, scores_table.c.trace_id.in_(ids)):
+        scores[score.trace_id or ""].append(score)
+    return [
+        TraceSummary(head, totals[head.trace_id], scores.get(head.trace_id, [])) for head in heads
+    ]
+
+
+def _trace_totals(connection: Connection, trace_ids: Sequence[str]) -> dict[str, Rollup]:
+    t = spans_table.c
+    query = (
+        select(
+            t.trace_id,
+            func.count(),
+            func.min(t.start_time),
+            func.max(t.end_time),
+            func.sum(t.input_tokens),
+            func.sum(t.output_tokens),
+            func.sum(t.cost_usd),
+            func.sum(case((t.unpriced, 1), else_=0)),
+            func.sum(case((t.status == "error", 1), else_=0)),
+        )
+        .where(t.trace_id.in_(trace_ids))
+        .group_by(t.trace_id)
+    )
+    return {
+        row[0]: Rollup(row[1], row[2], row[3], *_sums(row[4:7]), bool(row[7]), int(row[8] or 0))
+        for row in connection.execute(query)
+    }
+
+
+def _sums(row: Sequence[Any]) -> tuple[int, int, float]:
+    """Input tokens, output tokens, cost: SQL SUMs (NULL over no values) as numbers."""
+    return int(row[0] or 0), int(row[1] or 0), float(row[2] or 0.0)
+
+
+def _scores(connection: Connection, condition: ColumnElement[bool]) -> list[Score]:
+    query = select(scores_table).where(condition).order_by(scores_table.c.created_at)
+    return [Score(**dict(row)) for row in connection.execute(query).mappings()]
+
+
+# --- one trace's shape ------------------------------------------------------------------
+
+_SKELETON = (
+    "span_id", "trace_id", "parent_span_id", "name", "kind", "start_time", "end_time",
+    "status", "input_tokens", "output_tokens", "cost_usd", "unpriced",
+)  # fmt: skip
+
+
+class _Shape:
+    """A whole trace's tree from its small columns only: nesting, depths, subtree rollups.
+
+    Payloads (input, output, attributes...) are read afterwards for the spans a
+    response returns, so a 20,000-span trace costs one narrow scan, not 20,000 payloads.
+    """
+
+    def __init__(self, trace_id: str, skeleton: list[Span]) -> None:
+        self.trace_id = trace_id
+        self.roots = build_tree(skeleton)
+        self.order = breadth_first(self.roots)
+        self.nodes = {node.span.span_id: node for node, _ in self.order}
+        self.depths = {node.span.span_id: depth for node, depth in self.order}
+        self.head = min(skeleton, key=lambda s: (s.parent_span_id is not None, *_span_key(s)))
+        extent: dict[str, tuple[int, float, float]] = {}
+        for node, _ in reversed(self.order):  # children before their parents
+            count, start, end = 1, node.span.start_time, node.span.end_time
+            for child in node.children:
+                c_count, c_start, c_end = extent[child.span.span_id]
+                count += c_count
+                start = c_start if c_start < start else start
+                end = c_end if c_end > end else end
+            extent[node.span.span_id] = (count, start, end)
+        self._extent = extent
+        rollups = [self.rollup(root) for root in self.roots]
+        self.totals = Rollup(
+            spans=sum(r.spans for r in rollups),
+            start_time=min(r.start_time for r in rollups),
+            end_time=max(r.end_time for r in rollups),
+            input_tokens=sum(r.input_tokens for r in rollups),
+            output_tokens=sum(r.output_tokens for r in rollups),
+            cost_usd=sum(r.cost_usd for r in rollups),
+            unpriced=any(r.unpriced for r in rollups),
+            errors=sum(r.errors for r in rollups),
+        )
+
+    def rollup(self, node: TreeNode) -> Rollup:
+        """`node`'s subtree totals."""
+        count, start, end = self._extent[node.span.span_id]
+        return Rollup(
+            spans=count,
+            start_time=start,
+            end_time=end,
+            input_tokens=node.input_tokens,
+            output_tokens=node.output_tokens,
+            cost_usd=node.cost_usd,
+            unpriced=node.unpriced,
+            errors=node.errors,
+        )
+
+    def tree_span(self, full: Mapping[str, Span], node: TreeNode, depth: int) -> TreeSpan:
+        """`node` placed in the tree, with its complete row from `full` when it was read."""
+        span = full.get(node.span.span_id, node.span)
+        return TreeSpan(span, depth, len(node.children), self.rollup(node))
+
+
+def _load_shape(connection: Connection, trace_or_span_id: str) -> _Shape | None:
+    t = spans_table.c
+    columns = [t[name] for name in _SKELETON]
+    rows = connection.execute(select(*columns).where(t.trace_id == trace_or_span_id)).all()
+    trace_id = trace_or_span_id
+    if not rows:
+        found = connection.execute(select(t.trace_id).where(t.span_id == trace_or_span_id)).scalar()
+        if found is None:
+            return None
+        trace_id = found
+        rows = connection.execute(select(*columns).where(t.trace_id == trace_id)).all()
+    return _Shape(trace_id, [_skeleton_span(row) for row in rows])
+
+
+def _skeleton_span(row: Sequence[Any]) -> Span:
+    # Positional: name lookups on 20,000 rows cost more than the query.
+    span_id, trace_id, parent, name, kind, start, end, status, tokens_in, tokens_out = row[:10]
+    usage = None
+    if tokens_in is not None or tokens_out is not None:
+        usage = Usage(input_tokens=tokens_in or 0, output_tokens=tokens_out or 0)
+    return Span(
+        trace_id, span_id, name, kind, start, end, parent, status,
+        usage=usage, cost_usd=row[10], unpriced=bool(row[11]),
+    )  # fmt: skip
+
+
+def _full_spans(connection: Connection, shape: _Shape, span_ids: Iterable[str]) -> dict[str, Span]:
+    """The complete rows of `span_ids` (all of the trace's when that is every span)."""
+    t = spans_table.c
+    wanted = set(span_ids)
+    query = select(spans_table).where(t.trace_id == shape.trace_id)
+    if len(wanted) < len(shape.nodes):
+        query = query.where(t.span_id.in_(wanted))
+    return {row["span_id"]: row_to_span(row) for row in connection.execute(query).mappings()}
+
+
+# --- sessions and users -----------------------------------------------------------------
+
+
+def _activity(
+    connection: Connection,
+    column: str,
+    window: Window | None,
+    *,
+    keys: Sequence[str] | None = None,
+    limit: int | None = None,
+    after: Key | None = None,
+) -> list[GroupSummary]:
+    """Per id in `column`: traces, first and last seen, over the spans carrying it."""
+    t = spans_table.c
+    group = t[column]
+    last = func.max(t.end_time)
+    query = select(group, func.count(func.distinct(t.trace_id)), func.min(t.start_time), last)
+    query = query.where(group.is_not(None) if keys is None else group.in_(keys))
+    if window is not None:
+        query = query.where(t.start_time >= window[0], t.start_time < window[1])
+    query = query.group_by(group)
+    if after is not None:
+        query = query.having(or_(last < after[0], and_(last == after[0], group < after[1])))
+    query = query.order_by(last.desc(), group.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return [
+        GroupSummary(key=row[0], traces=row[1], first_seen=row[2], last_seen=row[3])
+        for row in connection.execute(query)
+    ]
+
+
+def _with_usage(
+    connection: Connection, column: str, window: Window | None, groups: list[GroupSummary]
+) -> list[GroupSummary]:
+    """`groups` with spans, tokens, cost and user summed over every span of their traces."""
+    if not groups:
+        return []
+    t = spans_table.c
+    members = select(t[column].label("key"), t.trace_id).where(
+        t[column].in_([group.key for group in groups])
+    )
+    if window is not None:
+        members = members.where(t.start_time >= window[0], t.start_time < window[1])
+    m = members.distinct().subquery("members")
+    s = spans_table.alias("s")
+    query = (
+        select(
+            m.c.key,
+            func.count(),
+            func.sum(s.c.input_tokens),
+            func.sum(s.c.output_tokens),
+            func.sum(s.c.cost_usd),
+            func.max(s.c.user_id),
+        )
+        .select_from(m.join(s, s.c.trace_id == m.c.trace_id))
+        .group_by(m.c.key)
+    )
+    usage = {row[0]: row for row in connection.execute(query)}
+    return [_add_usage(group, usage.get(group.key), column) for group in groups]
+
+
+def _add_usage(group: GroupSummary, row: Sequence[Any] | None, column: str) -> GroupSummary:
+    if row is None:
+        return group
+    tokens_in, tokens_out, cost = _sums(row[2:5])
+    user = group.key if column == "user_id" else row[5]
+    return replace(
+        group,
+        spans=row[1],
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=cost,
+        user_id=user,
+    )
