@@ -24,16 +24,15 @@ from keel.server.api_router import (
 from keel.store.queries import (
     SCORE_OPERATORS,
     GroupSummary,
-    Rollup,
     ScoreFilter,
     ScoreOperator,
     SpanNotInTrace,
     TraceFilter,
     TraceQueries,
     TraceSummary,
-    TreeSpan,
     Window,
 )
+from keel.store.trace_shape import Rollup, TreeSpan
 
 PAGED_WINDOW = ("from", "to", "limit", "cursor")
 TRACE_FILTERS = (

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
 
@@ -48,14 +48,18 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from keel.core.scores import Score
 from keel.core.spans import Span
-from keel.core.trees import TreeNode, breadth_first, build_tree
-from keel.core.usage import Usage
 from keel.store.schema import scores_table, spans_table
 from keel.store.spans import row_to_span
+from keel.store.trace_shape import (
+    Key,
+    Rollup,
+    TreeSpan,
+    full_spans,
+    load_shape,
+    span_key,
+)
 
 T = TypeVar("T")
-Key = tuple[float, str]
-"""A page key: (time in epoch seconds, id)."""
 Window = tuple[float, float]
 """[from, to) in epoch seconds."""
 
@@ -108,41 +112,12 @@ class Page(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
-class Rollup:
-    """Totals over a set of spans (a whole trace, or one span's subtree)."""
-
-    spans: int
-    start_time: float
-    end_time: float
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    unpriced: bool  # some span has usage but no price: cost_usd is a lower bound
-    errors: int
-
-    @property
-    def latency_ms(self) -> float:
-        """From the first start to the last end, in milliseconds."""
-        return (self.end_time - self.start_time) * 1000.0
-
-
-@dataclass(frozen=True, slots=True)
 class TraceSummary:
     """One trace in a list: its head span, its totals and its scores."""
 
     root: Span
     totals: Rollup
     scores: list[Score]
-
-
-@dataclass(frozen=True, slots=True)
-class TreeSpan:
-    """One span of a tree, its depth (roots are 0), child count and subtree rollup."""
-
-    span: Span
-    depth: int
-    child_count: int
-    subtree: Rollup
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,19 +210,19 @@ class TraceQueries:
         query = query.order_by(s.c.start_time.desc(), s.c.span_id.desc()).limit(limit + 1)
         with self._engine.connect() as connection:
             heads = [row_to_span(row) for row in connection.execute(query).mappings()]
-            heads, next_key = _cut(heads, limit, _span_key)
+            heads, next_key = _cut(heads, limit, span_key)
             return Page(_summaries(connection, heads), next_key)
 
     def trace_tree(self, trace_or_span_id: str, limit: int) -> TraceTree | None:
         """The trace (by trace id, or the id of one of its spans), its first `limit` spans
         breadth-first with subtree rollups; None when no such trace or span is stored."""
         with self._engine.connect() as connection:
-            shape = _load_shape(connection, trace_or_span_id)
+            shape = load_shape(connection, trace_or_span_id)
             if shape is None:
                 return None
             chosen = shape.order[:limit]
             wanted = [shape.head.span_id, *(node.span.span_id for node, _ in chosen)]
-            full = _full_spans(connection, shape, wanted)
+            full = full_spans(connection, shape, wanted)
             scores = _scores(connection, scores_table.c.trace_id == shape.trace_id)
         spans = [shape.tree_span(full, node, depth) for node, depth in chosen]
         return TraceTree(full.get(shape.head.span_id, shape.head), shape.totals, spans, scores)
@@ -260,7 +235,7 @@ class TraceQueries:
         None when the trace is unknown; SpanNotInTrace when `parent` is not in it.
         """
         with self._engine.connect() as connection:
-            shape = _load_shape(connection, trace_or_span_id)
+            shape = load_shape(connection, trace_or_span_id)
             if shape is None:
                 return None
             if parent is None:
@@ -270,9 +245,9 @@ class TraceQueries:
             else:
                 raise SpanNotInTrace(f"span {parent!r} is not part of trace {shape.trace_id}")
             if after is not None:
-                candidates = [node for node in candidates if _span_key(node.span) > after]
-            page, next_key = _cut(candidates, limit, lambda node: _span_key(node.span))
-            full = _full_spans(connection, shape, [node.span.span_id for node in page])
+                candidates = [node for node in candidates if span_key(node.span) > after]
+            page, next_key = _cut(candidates, limit, lambda node: span_key(node.span))
+            full = full_spans(connection, shape, [node.span.span_id for node in page])
         items = [shape.tree_span(full, node, shape.depths[node.span.span_id]) for node in page]
         return Page(items, next_key)
 
@@ -301,7 +276,7 @@ class TraceQueries:
                 return None
             summary = _with_usage(connection, "session_id", None, activity)[0]
             heads = [row_to_span(row) for row in connection.execute(query).mappings()]
-            heads, next_key = _cut(heads, limit, _span_key)
+            heads, next_key = _cut(heads, limit, span_key)
             turns = Page(_summaries(connection, heads), next_key)
             scores = _scores(connection, scores_table.c.session_id == session_id)
         return SessionDetail(summary, turns, scores)
@@ -425,10 +400,6 @@ def _key_after(s: FromClause, key: Key) -> ColumnElement[bool]:
     )
 
 
-def _span_key(span: Span) -> Key:
-    return (span.start_time, span.span_id)
-
-
 def _cut(items: list[T], limit: int, key: Callable[[T], Key]) -> tuple[list[T], Key | None]:
     """The first `limit` of `limit + 1` fetched items, and the next key if there were more."""
     if len(items) <= limit:
@@ -484,106 +455,6 @@ def _sums(row: Sequence[Any]) -> tuple[int, int, float]:
 def _scores(connection: Connection, condition: ColumnElement[bool]) -> list[Score]:
     query = select(scores_table).where(condition).order_by(scores_table.c.created_at)
     return [Score(**dict(row)) for row in connection.execute(query).mappings()]
-
-
-# --- one trace's shape ------------------------------------------------------------------
-
-_SKELETON = (
-    "span_id", "trace_id", "parent_span_id", "name", "kind", "start_time", "end_time",
-    "status", "input_tokens", "output_tokens", "cost_usd", "unpriced",
-)  # fmt: skip
-
-
-class _Shape:
-    """A whole trace's tree from its small columns only: nesting, depths, subtree rollups.
-
-    Payloads (input, output, attributes...) are read afterwards for the spans a
-    response returns, so a 20,000-span trace costs one narrow scan, not 20,000 payloads.
-    """
-
-    def __init__(self, trace_id: str, skeleton: list[Span]) -> None:
-        self.trace_id = trace_id
-        self.roots = build_tree(skeleton)
-        self.order = breadth_first(self.roots)
-        self.nodes = {node.span.span_id: node for node, _ in self.order}
-        self.depths = {node.span.span_id: depth for node, depth in self.order}
-        self.head = min(skeleton, key=lambda s: (s.parent_span_id is not None, *_span_key(s)))
-        extent: dict[str, tuple[int, float, float]] = {}
-        for node, _ in reversed(self.order):  # children before their parents
-            count, start, end = 1, node.span.start_time, node.span.end_time
-            for child in node.children:
-                c_count, c_start, c_end = extent[child.span.span_id]
-                count += c_count
-                start = c_start if c_start < start else start
-                end = c_end if c_end > end else end
-            extent[node.span.span_id] = (count, start, end)
-        self._extent = extent
-        rollups = [self.rollup(root) for root in self.roots]
-        self.totals = Rollup(
-            spans=sum(r.spans for r in rollups),
-            start_time=min(r.start_time for r in rollups),
-            end_time=max(r.end_time for r in rollups),
-            input_tokens=sum(r.input_tokens for r in rollups),
-            output_tokens=sum(r.output_tokens for r in rollups),
-            cost_usd=sum(r.cost_usd for r in rollups),
-            unpriced=any(r.unpriced for r in rollups),
-            errors=sum(r.errors for r in rollups),
-        )
-
-    def rollup(self, node: TreeNode) -> Rollup:
-        """`node`'s subtree totals."""
-        count, start, end = self._extent[node.span.span_id]
-        return Rollup(
-            spans=count,
-            start_time=start,
-            end_time=end,
-            input_tokens=node.input_tokens,
-            output_tokens=node.output_tokens,
-            cost_usd=node.cost_usd,
-            unpriced=node.unpriced,
-            errors=node.errors,
-        )
-
-    def tree_span(self, full: Mapping[str, Span], node: TreeNode, depth: int) -> TreeSpan:
-        """`node` placed in the tree, with its complete row from `full` when it was read."""
-        span = full.get(node.span.span_id, node.span)
-        return TreeSpan(span, depth, len(node.children), self.rollup(node))
-
-
-def _load_shape(connection: Connection, trace_or_span_id: str) -> _Shape | None:
-    t = spans_table.c
-    columns = [t[name] for name in _SKELETON]
-    rows = connection.execute(select(*columns).where(t.trace_id == trace_or_span_id)).all()
-    trace_id = trace_or_span_id
-    if not rows:
-        found = connection.execute(select(t.trace_id).where(t.span_id == trace_or_span_id)).scalar()
-        if found is None:
-            return None
-        trace_id = found
-        rows = connection.execute(select(*columns).where(t.trace_id == trace_id)).all()
-    return _Shape(trace_id, [_skeleton_span(row) for row in rows])
-
-
-def _skeleton_span(row: Sequence[Any]) -> Span:
-    # Positional: name lookups on 20,000 rows cost more than the query.
-    span_id, trace_id, parent, name, kind, start, end, status, tokens_in, tokens_out = row[:10]
-    usage = None
-    if tokens_in is not None or tokens_out is not None:
-        usage = Usage(input_tokens=tokens_in or 0, output_tokens=tokens_out or 0)
-    return Span(
-        trace_id, span_id, name, kind, start, end, parent, status,
-        usage=usage, cost_usd=row[10], unpriced=bool(row[11]),
-    )  # fmt: skip
-
-
-def _full_spans(connection: Connection, shape: _Shape, span_ids: Iterable[str]) -> dict[str, Span]:
-    """The complete rows of `span_ids` (all of the trace's when that is every span)."""
-    t = spans_table.c
-    wanted = set(span_ids)
-    query = select(spans_table).where(t.trace_id == shape.trace_id)
-    if len(wanted) < len(shape.nodes):
-        query = query.where(t.span_id.in_(wanted))
-    return {row["span_id"]: row_to_span(row) for row in connection.execute(query).mappings()}
 
 
 # --- sessions and users -----------------------------------------------------------------
