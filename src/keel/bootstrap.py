@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect
 
 from keel.core.errors import KeelError
 from keel.gateway.pipeline import Gateway
@@ -57,6 +57,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     """Wire the services for `settings`; migrates the database to head unless told not to."""
     if migrate:
         upgrade(settings.database_url)
+    engine = create_engine_for(settings.database_url)  # one pool for every in-process use
     writer: ProcessSpanWriter | SpanWriter
     if settings.span_writer == "process":
         writer = ProcessSpanWriter(
@@ -67,7 +68,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         )
     else:
         writer = SpanWriter(
-            create_engine_for(settings.database_url),
+            engine,
             queue_size=settings.queue_size,
             batch_size=settings.batch_size,
             flush_interval_s=settings.flush_interval_s,
@@ -81,13 +82,21 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     recorder = Recorder(writer, settings.prices, capture_messages=settings.capture_messages)
     gateway = Gateway(Router(settings.aliases, providers), settings.retry, recorder)
     ingestor = Ingestor(writer, settings.prices)
-    scores = ScoreRepository(create_engine_for(settings.database_url))
-    queries = TraceQueries(create_engine_for(settings.database_url))
+    scores, queries = ScoreRepository(engine), TraceQueries(engine)
     return Container(settings, transport, writer, recorder, gateway, ingestor, scores, queries)
 
 
 def open_spans(settings: Settings) -> SpanRepository:
     """Read access to recorded spans (for the CLI), without starting the gateway."""
+    return SpanRepository(_migrated_engine(settings))
+
+
+def open_queries(settings: Settings) -> TraceQueries:
+    """The API's read queries (for the CLI), without starting the gateway."""
+    return TraceQueries(_migrated_engine(settings))
+
+
+def _migrated_engine(settings: Settings) -> Engine:
     engine = create_engine_for(settings.database_url)
     if not inspect(engine).has_table("spans"):
         raise KeelError(
@@ -95,4 +104,4 @@ def open_spans(settings: Settings) -> SpanRepository:
             "tables yet; run `keel db upgrade` (or start `keel serve`, which migrates), or "
             "point KEEL_DATABASE_URL at the database `keel serve` writes to"
         )
-    return SpanRepository(engine)
+    return engine

@@ -12,13 +12,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 import uvicorn
+from click.testing import CliRunner, Result
 
 from keel.bootstrap import Container, build_container
+from keel.cli.main import cli
 from keel.core.spans import Span
 from keel.server.app import create_app
 from keel.settings import settings_from_text
@@ -131,6 +134,19 @@ capture: {{messages: true}}
     for key, value in extra.items():
         text += f"{key}: {value}\n"
     return text
+
+
+@pytest.fixture
+def run_cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Invoke `keel ...` in-process on `db_url`, from a directory without a keel.yaml."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    env = {"KEEL_DATABASE_URL": db_url, "KEEL_CONFIG": None, "COLUMNS": "240"}
+
+    def run(*args: str) -> Result:
+        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    yield run
 
 
 @pytest.fixture

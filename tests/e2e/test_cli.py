@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,9 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy import Engine
 
-from keel.cli.main import cli
 from keel.core.spans import Span
 from keel.store.engine import create_engine_for
 from keel.store.migrate import head
@@ -31,19 +29,6 @@ from tests.e2e.conftest import KeelFactory, RunningKeel, fake_config, free_port
 
 KEEL = [sys.executable, "-m", "keel.cli.main"]
 USER: Any = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def run_cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Invoke `keel ...` in-process on `db_url`, from a directory without a keel.yaml."""
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    env = {"KEEL_DATABASE_URL": db_url, "KEEL_CONFIG": None, "COLUMNS": "240"}
-
-    def run(*args: str) -> Result:
-        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-
-    yield run
 
 
 @pytest.fixture

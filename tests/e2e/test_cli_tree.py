@@ -4,32 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-from keel.cli.main import cli
 from keel.core.spans import Span
 from keel.core.usage import Usage
 from keel.store.writer import SpanWriter
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-@pytest.fixture
-def run_cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    env = {"KEEL_DATABASE_URL": db_url, "KEEL_CONFIG": None, "COLUMNS": "240"}
-
-    def run(*args: str) -> Result:
-        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-
-    yield run
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import click
 import orjson
 from rich.table import Table
 
-from keel.bootstrap import open_spans
+from keel.bootstrap import open_queries
 from keel.cli.traces import _clock, _console, parse_since
 from keel.settings import load_settings
 
@@ -27,13 +27,13 @@ def sessions() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_sessions(config_path: str | None, since: str, limit: int, as_json: bool) -> None:
     """Sessions active in the window, most recently active first."""
-    window = parse_since(since)
-    repository = open_spans(load_settings(config_path, dict(os.environ)))
-    found = repository.sessions(time.time() - window, limit=limit)
+    now = time.time()
+    queries = open_queries(load_settings(config_path, dict(os.environ)))
+    found = queries.sessions((now - parse_since(since), now + 1.0), limit).items
     if as_json:
         for session in found:
             line = {
-                "session": session.session_id,
+                "session": session.key,
                 "user": session.user_id,
                 "traces": session.traces,
                 "spans": session.spans,
@@ -60,7 +60,7 @@ def list_sessions(config_path: str | None, since: str, limit: int, as_json: bool
         table.add_column(column, no_wrap=True)
     for session in found:
         table.add_row(
-            session.session_id,
+            session.key,
             session.user_id or "",
             str(session.traces),
             str(session.spans),

@@ -101,13 +101,7 @@ def list_traces(
 @click.argument("trace_id")
 def show_trace(config_path: str | None, as_json: bool, trace_id: str) -> None:
     """One trace (by trace id, or the id of one of its spans) with every detail."""
-    repository = open_spans(load_settings(config_path, dict(os.environ)))
-    spans = repository.trace(trace_id)
-    if not spans:
-        span = repository.get(trace_id)
-        spans = repository.trace(span.trace_id) if span else []
-    if not spans:
-        raise click.ClickException(f"no trace or span with id {trace_id!r}")
+    spans = _trace_of(config_path, trace_id)
     if as_json:
         click.echo(orjson.dumps([span_detail(s) for s in spans], option=orjson.OPT_INDENT_2))
         return
@@ -122,13 +116,7 @@ def show_trace(config_path: str | None, as_json: bool, trace_id: str) -> None:
 @click.argument("trace_id")
 def tree_of_trace(config_path: str | None, as_json: bool, trace_id: str) -> None:
     """One trace as a tree: each step's offset, latency, tokens and cost (subtree totals)."""
-    repository = open_spans(load_settings(config_path, dict(os.environ)))
-    spans = repository.trace(trace_id)
-    if not spans:
-        span = repository.get(trace_id)
-        spans = repository.trace(span.trace_id) if span else []
-    if not spans:
-        raise click.ClickException(f"no trace or span with id {trace_id!r}")
+    spans = _trace_of(config_path, trace_id)
     roots = build_tree(spans)
     start = min(span.start_time for span in spans)
     out = sys.stdout
@@ -188,6 +176,14 @@ def _tree_label(node: TreeNode, start: float) -> str:
     if span.status == "error":
         parts.append(f"ERROR {span.error or ''}".rstrip())
     return "  ".join(parts)
+
+
+def _trace_of(config_path: str | None, trace_or_span_id: str) -> list[Span]:
+    repository = open_spans(load_settings(config_path, dict(os.environ)))
+    spans = repository.trace_of(trace_or_span_id)
+    if not spans:
+        raise click.ClickException(f"no trace or span with id {trace_or_span_id!r}")
+    return spans
 
 
 def span_summary(span: Span) -> dict[str, Any]:

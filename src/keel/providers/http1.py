@@ -16,6 +16,7 @@ escapes but cancellation, which closes the connection it interrupted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import zlib
 from collections import deque
@@ -516,10 +517,7 @@ class Client:
         self._pools.clear()
 
 
-_TLS: list[ssl.SSLContext] = []
-
-
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
-    if not _TLS:  # built once, on the first https endpoint: loading CAs takes milliseconds
-        _TLS.append(ssl.create_default_context())
-    return _TLS[0]
+    # Built once, on the first https endpoint: loading the CA store takes milliseconds.
+    return ssl.create_default_context()

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Final
+from typing import Any
 
+from keel.core.scores import DATA_TYPES, SOURCES, infer_data_type
 from keel.sdk.client import active_client
 from keel.sdk.tracer import current_span_var
-
-DATA_TYPES: Final = ("numeric", "boolean", "categorical", "text")
-SOURCES: Final = ("human", "api", "evaluator")
 
 ScoreValue = bool | int | float | str
 
@@ -26,16 +24,11 @@ ScoreValue = bool | int | float | str
 def _data_type(value: Any, data_type: str | None) -> str:
     if data_type is not None and data_type not in DATA_TYPES:
         raise ValueError(f"data_type {data_type!r} is not one of {', '.join(DATA_TYPES)}")
-    if isinstance(value, bool):
-        inferred = "boolean"
-    elif isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"a numeric value must be finite, not {value!r}")
-        inferred = "numeric"
-    elif isinstance(value, str):
-        inferred = "categorical"
-    else:
+    inferred = infer_data_type(value)
+    if inferred is None:
         raise ValueError(f"value must be a bool, a number or a string, not {type(value).__name__}")
+    if inferred == "numeric" and not math.isfinite(value):
+        raise ValueError(f"a numeric value must be finite, not {value!r}")
     if data_type is None or data_type == inferred:
         return inferred
     if data_type == "text" and inferred == "categorical":

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from keel.core.errors import GatewayError
 from keel.core.ids import new_trace_id
 from keel.core.scores import DATA_TYPES, DataType, Score, Source, check_value, infer_data_type
 from keel.server.asgi import ClientGone, Receive, Scope, Send, header_map, read_body
@@ -73,8 +74,8 @@ class ScoreRoutes:
             raw = await read_body(receive, headers, _LIMIT)
         except ClientGone:
             return
-        except Exception as exc:  # 413 from read_body
-            await problem(send, 413, "Payload Too Large", getattr(exc, "message", str(exc)))
+        except GatewayError as exc:  # the body is over the limit
+            await problem(send, exc.status, "Payload Too Large", exc.message)
             return
         try:
             body = ScoreBody.model_validate_json(raw)

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from keel.core.errors import GatewayError
 from keel.server.asgi import ClientGone, Receive, Scope, Send, header_map, read_body
 from keel.server.openai_routes import OpenAIRoutes
 from keel.tracing.ingest import Ingestor
@@ -54,8 +55,8 @@ class OtlpRoutes:
             body = await read_body(receive, headers, self._limit)
         except ClientGone:
             return
-        except Exception as exc:  # GatewayError 413 from read_body
-            await _error(send, as_json, 413, _RESOURCE_EXHAUSTED, getattr(exc, "message", str(exc)))
+        except GatewayError as exc:  # the body is over the limit
+            await _error(send, as_json, exc.status, _RESOURCE_EXHAUSTED, exc.message)
             return
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding == b"gzip":

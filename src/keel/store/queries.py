@@ -49,6 +49,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from keel.core.scores import Score
 from keel.core.spans import Span
 from keel.store.schema import scores_table, spans_table
+from keel.store.scores import select_scores
 from keel.store.spans import row_to_span
 from keel.store.trace_shape import (
     Key,
@@ -223,7 +224,7 @@ class TraceQueries:
             chosen = shape.order[:limit]
             wanted = [shape.head.span_id, *(node.span.span_id for node, _ in chosen)]
             full = full_spans(connection, shape, wanted)
-            scores = _scores(connection, scores_table.c.trace_id == shape.trace_id)
+            scores = select_scores(connection, scores_table.c.trace_id == shape.trace_id)
         spans = [shape.tree_span(full, node, depth) for node, depth in chosen]
         return TraceTree(full.get(shape.head.span_id, shape.head), shape.totals, spans, scores)
 
@@ -278,7 +279,7 @@ class TraceQueries:
             heads = [row_to_span(row) for row in connection.execute(query).mappings()]
             heads, next_key = _cut(heads, limit, span_key)
             turns = Page(_summaries(connection, heads), next_key)
-            scores = _scores(connection, scores_table.c.session_id == session_id)
+            scores = select_scores(connection, scores_table.c.session_id == session_id)
         return SessionDetail(summary, turns, scores)
 
     def _groups(
@@ -417,7 +418,7 @@ def _summaries(connection: Connection, heads: list[Span]) -> list[TraceSummary]:
     ids = [head.trace_id for head in heads]
     totals = _trace_totals(connection, ids)
     scores: dict[str, list[Score]] = defaultdict(list)
-    for score in _scores(connection, scores_table.c.trace_id.in_(ids)):
+    for score in select_scores(connection, scores_table.c.trace_id.in_(ids)):
         scores[score.trace_id or ""].append(score)
     return [
         TraceSummary(head, totals[head.trace_id], scores.get(head.trace_id, [])) for head in heads
@@ -450,11 +451,6 @@ def _trace_totals(connection: Connection, trace_ids: Sequence[str]) -> dict[str,
 def _sums(row: Sequence[Any]) -> tuple[int, int, float]:
     """Input tokens, output tokens, cost: SQL SUMs (NULL over no values) as numbers."""
     return int(row[0] or 0), int(row[1] or 0), float(row[2] or 0.0)
-
-
-def _scores(connection: Connection, condition: ColumnElement[bool]) -> list[Score]:
-    query = select(scores_table).where(condition).order_by(scores_table.c.created_at)
-    return [Score(**dict(row)) for row in connection.execute(query).mappings()]
 
 
 # --- sessions and users -----------------------------------------------------------------

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import ColumnElement, Connection, Engine, insert, select
 
-from keel.core.scores import DataType, Score, Source
+from keel.core.scores import Score
 from keel.store.schema import scores_table
 from keel.store.spans import clean_text
 
@@ -36,24 +36,12 @@ class ScoreRepository:
         """The scores attached to a session, oldest first."""
         return self._select(scores_table.c.session_id == session_id)
 
-    def _select(self, condition: Any) -> list[Score]:
-        query = select(scores_table).where(condition).order_by(scores_table.c.created_at)
+    def _select(self, condition: ColumnElement[bool]) -> list[Score]:
         with self._engine.connect() as connection:
-            rows = connection.execute(query).mappings().all()
-        return [
-            Score(
-                score_id=row["score_id"],
-                name=row["name"],
-                data_type=cast(DataType, row["data_type"]),
-                value=row["value"],
-                string_value=row["string_value"],
-                trace_id=row["trace_id"],
-                span_id=row["span_id"],
-                session_id=row["session_id"],
-                source=cast(Source, row["source"]),
-                comment=row["comment"],
-                author=row["author"],
-                created_at=row["created_at"],
-            )
-            for row in rows
-        ]
+            return select_scores(connection, condition)
+
+
+def select_scores(connection: Connection, condition: ColumnElement[bool]) -> list[Score]:
+    """The scores matching `condition`, oldest first."""
+    query = select(scores_table).where(condition).order_by(scores_table.c.created_at)
+    return [Score(**row) for row in connection.execute(query).mappings()]

@@ -15,11 +15,10 @@ reads back equal to what was emitted.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine, Select, select
 
 from keel.core.spans import Attempt, Span
 from keel.core.usage import Usage
@@ -237,21 +236,6 @@ def row_to_span(row: Mapping[Any, Any]) -> Span:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class SessionSummary:
-    """One session's activity in a time window."""
-
-    session_id: str
-    traces: int
-    spans: int
-    first_seen: float
-    last_seen: float
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    user_id: str | None
-
-
 class SpanRepository:
     """Read queries over stored spans; writes go through `keel.store.writer.SpanWriter`."""
 
@@ -293,42 +277,13 @@ class SpanRepository:
         query = select(spans_table).where(t.trace_id == trace_id)
         return self._spans(query.order_by(t.start_time, t.span_id))
 
-    def sessions(self, since: float, limit: int = 50) -> list[SessionSummary]:
-        """Sessions active since `since`, most recently active first, with their totals."""
-        t = spans_table.c
-        query = (
-            select(
-                t.session_id,
-                func.count(func.distinct(t.trace_id)),
-                func.count(),
-                func.min(t.start_time),
-                func.max(t.end_time),
-                func.sum(t.input_tokens),
-                func.sum(t.output_tokens),
-                func.sum(t.cost_usd),
-                func.max(t.user_id),
-            )
-            .where(t.session_id.is_not(None), t.start_time >= since)
-            .group_by(t.session_id)
-            .order_by(func.max(t.end_time).desc())
-            .limit(limit)
-        )
-        with self._engine.connect() as connection:
-            rows = connection.execute(query).all()
-        return [
-            SessionSummary(
-                session_id=row[0],
-                traces=row[1],
-                spans=row[2],
-                first_seen=row[3],
-                last_seen=row[4],
-                input_tokens=int(row[5] or 0),
-                output_tokens=int(row[6] or 0),
-                cost_usd=float(row[7] or 0.0),
-                user_id=row[8],
-            )
-            for row in rows
-        ]
+    def trace_of(self, trace_or_span_id: str) -> list[Span]:
+        """The spans of the trace with this id, or of the trace holding the span with it."""
+        spans = self.trace(trace_or_span_id)
+        if not spans:
+            span = self.get(trace_or_span_id)
+            spans = self.trace(span.trace_id) if span else []
+        return spans
 
     def _spans(self, query: Select[Any]) -> list[Span]:
         with self._engine.connect() as connection:

@@ -41,6 +41,38 @@ _HURRY_SIZES = tuple(s for s in (64, 16, 4, 1) if s <= MAX_ROWS_PER_INSERT)
 _MAX_BACKOFF_S = 5.0
 
 
+class DropCounter:
+    """Counts spans dropped on the hot path; warns at most once per interval, with the
+    number dropped since the last warning (a full queue must not flood the log)."""
+
+    def __init__(self, warning_interval_s: float) -> None:
+        self.total = 0
+        self._interval_s = warning_interval_s
+        self._reported = 0
+        self._last_warning = -math.inf
+        self._lock = threading.Lock()
+
+    def add(self, count: int, reason: str) -> None:
+        """Count `count` dropped spans because of `reason`."""
+        if count <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self.total += count
+            if now - self._last_warning < self._interval_s:
+                return
+            since_last, self._reported = self.total - self._reported, self.total
+            self._last_warning = now
+            total = self.total
+        log.warning(
+            "span writer: dropped %d spans because %s (%d dropped in total); "
+            "the database is not keeping up or is down",
+            since_last,
+            reason,
+            total,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class WriterStats:
     """Counters of a `SpanWriter`: spans waiting now, and totals since it was created."""
@@ -89,7 +121,6 @@ class SpanWriter:
         self._slice_rows = max(1, min(slice_rows, MAX_ROWS_PER_INSERT))
         self._chunk_sizes = tuple(s for s in (self._slice_rows, 16, 4, 1) if s <= self._slice_rows)
         self._pause_s = pause_s
-        self._hurry = False
         # deque.append/popleft are atomic under the GIL: the event loop appends
         # without a lock, and the thread is woken only once per full batch (a
         # queue.Queue would wake it, and hand it the GIL, on every request).
@@ -104,26 +135,23 @@ class SpanWriter:
         self._flush_interval_s = flush_interval_s
         self._retries = retries
         self._retry_backoff_s = retry_backoff_s
-        self._drop_warning_interval_s = drop_warning_interval_s
+        self._drops = DropCounter(drop_warning_interval_s)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._written = 0
         self._rejected = 0
-        self._dropped = 0
-        self._dropped_reported = 0
-        self._last_drop_warning = -math.inf
 
     def emit(self, span: Span) -> None:
         """Queue `span` for writing; never blocks, never raises (a full queue drops it, counted)."""
         try:
             if self._closed:
-                self._drop(1, "the writer is closed")
+                self._drops.add(1, "the writer is closed")
                 return
             queued = len(self._spans)
             if queued >= self._queue_size:
-                self._drop(1, f"the queue is full ({self._queue_size} spans)")
+                self._drops.add(1, f"the queue is full ({self._queue_size} spans)")
                 return
             self._spans.append(span)
             if queued + 1 == self._batch_size:
@@ -178,16 +206,14 @@ class SpanWriter:
                 len(self._spans),
             )
             return
-        self._drop(self._discard_leftovers(), "they arrived after the writer closed")
+        self._drops.add(self._discard_leftovers(), "they arrived after the writer closed")
 
     def stats(self) -> WriterStats:
         """Spans queued now, and how many were written, dropped and rejected so far."""
-        with self._lock:
-            dropped = self._dropped
         return WriterStats(
             queued=len(self._spans) + self._pending,
             written=self._written,
-            dropped=dropped,
+            dropped=self._drops.total,
             rejected=self._rejected,
         )
 
@@ -204,26 +230,6 @@ class SpanWriter:
         self.close()
 
     # -- hot path helpers --------------------------------------------------
-
-    def _drop(self, count: int, reason: str) -> None:
-        if count <= 0:
-            return
-        now = time.monotonic()
-        with self._lock:
-            self._dropped += count
-            if now - self._last_drop_warning < self._drop_warning_interval_s:
-                return
-            since_last = self._dropped - self._dropped_reported
-            self._dropped_reported = self._dropped
-            self._last_drop_warning = now
-            total = self._dropped
-        log.warning(
-            "span writer: dropped %d spans because %s (%d dropped in total); "
-            "the database is not keeping up or is down",
-            since_last,
-            reason,
-            total,
-        )
 
     def _discard_leftovers(self) -> int:
         count = len(self._spans)
@@ -268,24 +274,20 @@ class SpanWriter:
         For a caller that does its own queueing (the recording process); `hurry` skips the
         pauses between slices because the caller is behind.
         """
-        self._hurry = hurry
-        try:
-            self._write(batch)
-        finally:
-            self._hurry = False
+        self._write(batch, hurry)
 
-    def _pause(self) -> None:
+    def _pause(self, hurry: bool) -> None:
         # Under a backlog the writer works flat out: keeping up matters more than smoothing.
-        if self._hurry:
+        if hurry:
             return
         behind = len(self._spans) >= self._batch_size
         time.sleep(0 if behind else self._pause_s)
 
-    def _write(self, batch: Sequence[Span]) -> None:
+    def _write(self, batch: Sequence[Span], hurry: bool = False) -> None:
         rows: list[tuple[Any, ...]] = []
         for index, span in enumerate(batch):
             if index % self._slice_rows == self._slice_rows - 1:
-                self._pause()
+                self._pause(hurry)
             try:
                 rows.append(span_to_row(span))
             except Exception as exc:
@@ -299,7 +301,7 @@ class SpanWriter:
             return
         for attempt in range(self._retries + 1):
             try:
-                self._insert(rows)
+                self._insert(rows, hurry)
             except DBAPIError as exc:
                 if not _is_transient(exc) or attempt == self._retries:
                     break
@@ -316,13 +318,13 @@ class SpanWriter:
             else:
                 self._written += len(rows)
                 return
-        self._write_one_by_one(rows)
+        self._write_one_by_one(rows, hurry)
 
-    def _write_one_by_one(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _write_one_by_one(self, rows: Sequence[tuple[Any, ...]], hurry: bool) -> None:
         failures: list[tuple[str, str]] = []
         for row in rows:
             try:
-                self._insert([row])
+                self._insert([row], hurry)
             except Exception as exc:
                 failures.append((str(row[0]), _describe(exc)))
             else:
@@ -339,13 +341,13 @@ class SpanWriter:
                 more,
             )
 
-    def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _insert(self, rows: Sequence[tuple[Any, ...]], hurry: bool) -> None:
         with self._engine.begin() as connection:
             start = 0
             while start < len(rows):
                 # Only a few statement sizes: drivers cache one prepared statement per
                 # distinct SQL text, and one per row count (1..256) grew RSS by tens of MB.
-                sizes = _HURRY_SIZES if self._hurry else self._chunk_sizes
+                sizes = _HURRY_SIZES if hurry else self._chunk_sizes
                 size = next(s for s in sizes if s <= len(rows) - start)
                 chunk = rows[start : start + size]
                 start += size
@@ -353,7 +355,7 @@ class SpanWriter:
                 if statement is None:
                     statement = self._statements[size] = insert_statement(self._paramstyle, size)
                 connection.exec_driver_sql(statement, tuple(chain.from_iterable(chunk)))
-                self._pause()
+                self._pause(hurry)
 
 
 def _is_transient(exc: DBAPIError) -> bool:

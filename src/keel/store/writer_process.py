@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import select
 import signal
@@ -45,7 +44,7 @@ import orjson
 from keel.core.spans import Span
 from keel.store.engine import create_engine_for
 from keel.store.span_codec import decode_span, encode_span
-from keel.store.writer import SpanWriter, WriterStats
+from keel.store.writer import DropCounter, SpanWriter, WriterStats
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class ProcessSpanWriter:
         self._queue_size = queue_size
         self._send_interval_s = send_interval_s
         self._restart_backoff_s = restart_backoff_s
-        self._drop_warning_interval_s = drop_warning_interval_s
+        self._refused = DropCounter(drop_warning_interval_s)  # full queue, closed writer
         self._lines: deque[bytes] = deque()
         self._flush_requests: deque[_Flush] = deque()
         self._wake = threading.Event()
@@ -118,12 +117,9 @@ class ProcessSpanWriter:
         self._child: _Child | None = None
         self._next_flush_id = 0
         self._accepted = 0  # queued by emit
-        self._refused = 0  # dropped before queueing: full queue, closed writer
         self._unencodable = 0  # rejected before queueing
         self._lost = 0  # sent to a child that exited without reporting them
         self._retired = _ZERO  # totals of children that exited
-        self._dropped_reported = 0
-        self._last_drop_warning = -math.inf
 
     # -- the gateway's side ----------------------------------------------------------------
 
@@ -131,10 +127,10 @@ class ProcessSpanWriter:
         """Queue `span`; never blocks, never raises (a full queue drops it, counted)."""
         try:
             if self._closed:
-                self._refuse("the writer is closed")
+                self._refused.add(1, "the writer is closed")
                 return
             if len(self._lines) >= self._queue_size:
-                self._refuse(f"the queue is full ({self._queue_size} spans)")
+                self._refused.add(1, f"the queue is full ({self._queue_size} spans)")
                 return
             try:
                 line = encode_span(span)
@@ -210,24 +206,8 @@ class ProcessSpanWriter:
         return WriterStats(
             queued=max(queued, 0),
             written=written,
-            dropped=self._refused + lost + child_dropped,
+            dropped=self._refused.total + lost + child_dropped,
             rejected=self._unencodable + child_rejected,
-        )
-
-    def _refuse(self, reason: str) -> None:
-        self._refused += 1
-        now = time.monotonic()
-        if now - self._last_drop_warning < self._drop_warning_interval_s:
-            return
-        self._last_drop_warning = now
-        since_last = self._refused - self._dropped_reported
-        self._dropped_reported = self._refused
-        log.warning(
-            "span writer: dropped %d spans because %s (%d dropped in total); "
-            "the database is not keeping up or is down",
-            since_last,
-            reason,
-            self._refused,
         )
 
     # -- the feeder thread -----------------------------------------------------------------
