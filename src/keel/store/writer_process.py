@@ -36,14 +36,15 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
 from keel.core.spans import Span
 from keel.store.engine import create_engine_for
-from keel.store.span_codec import decode_span, encode_span
+from keel.store.span_codec import encode_span, line_to_row
 from keel.store.writer import DropCounter, SpanWriter, WriterStats
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ _CONFIG_ENV = "KEEL_WRITER_CONFIG"
 _SLICE_ROWS = 4
 _PAUSE_S = 100e-6
 _READ_SIZE = 1 << 20
+_BEHIND_BATCHES = 4  # batches in one transaction when behind
 _ZERO = WriterStats(0, 0, 0, 0)
 
 
@@ -402,7 +404,7 @@ def child_main(stdin: int, stdout: IO[bytes]) -> int:
         pause_s=_PAUSE_S,
         batch_size=batch_size,
     )
-    pending: list[Span] = []
+    pending: list[tuple[Any, ...]] = []
     bad_lines = 0
     partial = b""
     oldest = 0.0  # when the oldest pending span arrived
@@ -415,17 +417,21 @@ def child_main(stdin: int, stdout: IO[bytes]) -> int:
         )
         stdout.flush()
 
-    def write(hurry: bool) -> None:
+    def input_waiting() -> bool:
+        # More input already waiting means we are behind: no pauses, big statements.
+        return bool(select.select([stdin], [], [], 0)[0])
+
+    def write(behind: Callable[[], bool]) -> None:
         nonlocal pending
-        batch, pending = pending, []
-        writer.write_batch(batch, hurry=hurry)
+        rows, pending = pending, []
+        writer.write_rows(rows, behind)
         report()
 
     while True:
         wait = max(oldest + flush_interval_s - time.monotonic(), 0) if pending else None
         readable, _, _ = select.select([stdin], [], [], wait)
         if not readable:  # the oldest pending span waited flush_interval_s
-            write(hurry=False)
+            write(input_waiting)
             continue
         data = os.read(stdin, _READ_SIZE)
         if not data:
@@ -435,25 +441,33 @@ def child_main(stdin: int, stdout: IO[bytes]) -> int:
         for line in lines:
             if line.startswith(b"#flush "):
                 if pending:
-                    write(hurry=True)
+                    write(_always)
                 report(b"flushed " + line[7:].strip())
                 continue
             try:
-                span = decode_span(line)
+                row = line_to_row(line)
             except Exception as exc:
                 bad_lines += 1
                 log.warning("span writer: rejected a span line it cannot read: %s", exc)
                 continue
             if not pending:
                 oldest = time.monotonic()
-            pending.append(span)
-            if len(pending) >= batch_size:
-                # More input already waiting means we are behind: no pauses, big statements.
-                write(hurry=bool(select.select([stdin], [], [], 0)[0]))
+            pending.append(row)
+            # Behind (more input already waiting), gather a bigger transaction first: each
+            # commit appends every index page it dirtied to the WAL, and the pages of
+            # random-key indexes are shared by more rows in a bigger one.
+            if len(pending) >= batch_size and (
+                len(pending) >= batch_size * _BEHIND_BATCHES or not input_waiting()
+            ):
+                write(input_waiting)
     if pending:
-        write(hurry=True)
+        write(_always)
     report()
     return 0
+
+
+def _always() -> bool:
+    return True
 
 
 if __name__ == "__main__":

@@ -70,46 +70,62 @@ def decode_protobuf(body: bytes) -> Decoded:
     except DecodeError as exc:
         raise OtlpError(f"not an OTLP protobuf trace request: {exc}") from None
     out = Decoded([])
+    append = out.spans.append
     for resource_spans in request.resource_spans:
         resource = _pb_attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
-                trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
-                problem = _check_ids(trace_id, span_id)
-                if problem:
-                    _reject(out, problem)
+                trace_id, span_id = span.trace_id, span.span_id
+                if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
+                    _reject(out, f"invalid trace id {trace_id.hex()!r} (16 bytes, not all zero)")
                     continue
-                out.spans.append(
+                if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
+                    _reject(out, f"invalid span id {span_id.hex()!r} (8 bytes, not all zero)")
+                    continue
+                status = span.status
+                events = span.events
+                append(
                     OtlpSpan(
-                        trace_id=trace_id,
-                        span_id=span_id,
-                        parent_span_id=span.parent_span_id.hex() or None,
-                        name=span.name,
-                        kind=int(span.kind),
-                        start_ns=int(span.start_time_unix_nano),
-                        end_ns=int(span.end_time_unix_nano),
-                        attributes=_pb_attributes(span.attributes),
-                        status_code=int(span.status.code),
-                        status_message=span.status.message,
-                        events=[(e.name, _pb_attributes(e.attributes)) for e in span.events],
-                        resource=resource,
-                        scope=scope,
+                        trace_id.hex(),
+                        span_id.hex(),
+                        span.parent_span_id.hex() or None,
+                        span.name,
+                        span.kind,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        _pb_attributes(span.attributes),
+                        status.code,
+                        status.message,
+                        [(e.name, _pb_attributes(e.attributes)) for e in events] if events else [],
+                        resource,
+                        scope,
                     )
                 )
     return out
 
 
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+
+
 def _pb_attributes(pairs: Any) -> dict[str, Any]:
-    return {pair.key: _pb_value(pair.value) for pair in pairs}
+    out = {}
+    for pair in pairs:
+        value = pair.value
+        which = value.WhichOneof("value")
+        if which == "string_value":
+            out[pair.key] = value.string_value
+        else:
+            out[pair.key] = _pb_value(value, which)
+    return out
 
 
-def _pb_value(value: AnyValue) -> Any:
-    which = value.WhichOneof("value")
+def _pb_value(value: AnyValue, which: str | None) -> Any:
     if which is None:
         return None
     if which == "array_value":
-        return [_pb_value(v) for v in value.array_value.values]
+        return [_pb_value(v, v.WhichOneof("value")) for v in value.array_value.values]
     if which == "kvlist_value":
         return _pb_attributes(value.kvlist_value.values)
     return getattr(value, which)

@@ -20,6 +20,7 @@ wrong type is kept as an attribute instead of being mapped.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -82,30 +83,102 @@ _USAGE = {
 _TOTAL = ("gen_ai.usage.total_tokens", "llm.token_count.total")
 _USER = ("user.id", "keel.user_id", "enduser.id")
 _SESSION = ("session.id", "keel.session_id", "gen_ai.conversation.id")
+_INPUT = ("keel.input", "gen_ai.input.messages", "input.value", "traceloop.entity.input")
+_OUTPUT = ("keel.output", "gen_ai.output.messages", "output.value", "traceloop.entity.output")
 _INDEXED = re.compile(r"^(gen_ai\.(?:prompt|completion))\.(\d+)\.(.+)$")
+_INDEXED_PREFIXES = ("gen_ai.prompt.", "gen_ai.completion.")
+_MISSING: Any = object()  # a converter's "this value does not map; keep the attribute"
+
+
+def _kind_of(table: dict[str, str], upper: bool = False) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if not isinstance(value, str):
+            return _MISSING
+        return table.get(value.upper() if upper else value, _MISSING)
+
+    return convert
+
+
+def _count(value: Any) -> Any:
+    if isinstance(value, bool):
+        return _MISSING
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, float) and value >= 0 and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return _MISSING
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _tags(value: Any) -> Any:
+    if isinstance(value, list):
+        return [str(v) for v in value if v is not None]
+    if isinstance(value, str):
+        parsed = _payload(value)
+        if isinstance(parsed, list):
+            return [str(v) for v in parsed]
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return _MISSING
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    parsed = _payload(value)
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+def _payload(value: Any) -> Any:
+    """JSON text becomes the value it encodes; anything else is kept as it is."""
+    if isinstance(value, str) and value[:1] in ("{", "[", '"'):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return _jsonable(value)
+
+
+# Every mapped attribute: the field it fills, its precedence among the names of that field
+# (0 first) and how its value converts. One dictionary lookup per attribute, instead of
+# asking for each of some fifty names.
+_FIELDS: dict[str, tuple[str, int, Callable[[Any], Any]]] = {}
+for _field, _names, _convert in (
+    ("keel_kind", ("keel.span.kind",), _kind_of({k: k for k in SPAN_KINDS})),
+    ("openinference_kind", ("openinference.span.kind",), _kind_of(_OPENINFERENCE_KINDS, True)),
+    ("traceloop_kind", ("traceloop.span.kind",), _kind_of(_TRACELOOP_KINDS)),
+    ("model", _MODEL, _str),
+    ("provider", _PROVIDER, _str),
+    *((name, names, _count) for name, names in _USAGE.items()),
+    ("total_tokens", _TOTAL, _count),
+    ("user_id", _USER, _str),
+    ("session_id", _SESSION, _str),
+    ("tags", ("keel.tags", "tag.tags"), _tags),
+    ("metadata", ("keel.metadata", "metadata"), _metadata),
+    ("input", _INPUT, _payload),
+    ("output", _OUTPUT, _payload),
+    ("release", ("keel.release",), _str),
+    ("environment", ("keel.environment",), _str),
+):
+    for _rank, _name in enumerate(_names):
+        _FIELDS[_name] = (_field, _rank, _convert)
 
 
 def to_span(otlp: OtlpSpan) -> Span:
     """The Keel span for one OTLP span; unmapped attributes kept in `attributes`."""
-    attrs = dict(otlp.attributes)
-    used: set[str] = set()
-
-    def take(*names: str) -> Any:
-        for name in names:
-            if name in attrs and attrs[name] is not None:
-                used.add(name)
-                return attrs[name]
-        return None
-
-    kind = _kind(attrs, take)
-    model = _str(take(*_MODEL))
-    usage = _usage(take)
+    attrs = otlp.attributes
+    mapped, used, indexed = _map(attrs)
+    get = mapped.get
+    model = get("model")
+    usage = _usage(mapped)
     error = None
     status = "ok"
     if otlp.status_code == STATUS_ERROR:
         status = "error"
         error = otlp.status_message or _exception(otlp) or "error"
-    indexed = _indexed_messages(attrs, used)
+    kind = _kind(mapped, attrs)
     span = Span(
         trace_id=otlp.trace_id,
         span_id=otlp.span_id,
@@ -116,99 +189,100 @@ def to_span(otlp: OtlpSpan) -> Span:
         end_time=max(otlp.end_ns, otlp.start_ns) / 1e9,
         status=status,
         error=error,
-        provider=_str(take(*_PROVIDER)),
+        provider=get("provider"),
         model=model,
         usage=usage,
-        user_id=_str(take(*_USER)),
-        session_id=_str(take(*_SESSION)),
-        tags=_tags(take("keel.tags", "tag.tags")),
-        metadata=_metadata(take("keel.metadata", "metadata")),
-        input=_payload(
-            take("keel.input", "gen_ai.input.messages", "input.value", "traceloop.entity.input")
-        ),
-        output=_payload(
-            take("keel.output", "gen_ai.output.messages", "output.value", "traceloop.entity.output")
-        ),
+        user_id=get("user_id"),
+        session_id=get("session_id"),
+        tags=get("tags", []),
+        metadata=get("metadata", {}),
+        input=get("input", indexed.get("gen_ai.prompt")),
+        output=get("output", indexed.get("gen_ai.completion")),
     )
-    if span.input is None and indexed.get("gen_ai.prompt"):
-        span.input = indexed["gen_ai.prompt"]
-    if span.output is None and indexed.get("gen_ai.completion"):
-        span.output = indexed["gen_ai.completion"]
-    release = _str(take("keel.release")) or _str(otlp.resource.get("service.version"))
-    environment = _str(take("keel.environment")) or _str(
-        otlp.resource.get("deployment.environment.name")
-        or otlp.resource.get("deployment.environment")
+    resource = otlp.resource
+    release = get("release") or _text(resource.get("service.version"))
+    environment = get("environment") or _text(
+        resource.get("deployment.environment.name") or resource.get("deployment.environment")
     )
-    rest = {k: _jsonable(v) for k, v in attrs.items() if k not in used}
+    rest = {k: v if type(v) in _PLAIN else _jsonable(v) for k, v in attrs.items() if k not in used}
     if release:
         rest["keel.release"] = release
     if environment:
         rest["keel.environment"] = environment
-    if otlp.resource:
-        rest["resource"] = {k: _jsonable(v) for k, v in otlp.resource.items()}
+    if resource:
+        rest["resource"] = {k: _jsonable(v) for k, v in resource.items()}
     if otlp.scope:
         rest["otel.scope"] = otlp.scope
     span.attributes = rest
     return span
 
 
-def _kind(attrs: dict[str, Any], take: Any) -> str:
-    own = take("keel.span.kind")
-    if isinstance(own, str) and own in SPAN_KINDS:
-        return own
-    openinference = take("openinference.span.kind")
-    if isinstance(openinference, str) and openinference.upper() in _OPENINFERENCE_KINDS:
-        return _OPENINFERENCE_KINDS[openinference.upper()]
+_PLAIN = frozenset((str, int, float, bool))
+
+
+def _map(attrs: dict[str, Any]) -> tuple[dict[str, Any], set[str], dict[str, list[Any]]]:
+    """Fields filled from `attrs`, the attribute names used, and indexed messages by prefix.
+
+    For each field the first name by precedence whose value converts wins; a value that
+    does not convert is left as an attribute, and the next name is tried.
+    """
+    offers: dict[str, list[tuple[int, str, Any, Callable[[Any], Any]]]] = {}
+    used: set[str] = set()
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for key, value in attrs.items():
+        role = _FIELDS.get(key)
+        if role is not None:
+            if value is not None:
+                field, rank, convert = role
+                offers.setdefault(field, []).append((rank, key, value, convert))
+        elif key.startswith(_INDEXED_PREFIXES):
+            match = _INDEXED.match(key)
+            if match is not None:
+                prefix, index, part = match.group(1), int(match.group(2)), match.group(3)
+                found.setdefault(prefix, {}).setdefault(index, {})[part] = _jsonable(value)
+                used.add(key)
+    mapped: dict[str, Any] = {}
+    for field, offered in offers.items():
+        if len(offered) > 1:
+            offered.sort(key=lambda offer: offer[0])
+        for _, key, value, convert in offered:
+            converted = convert(value)
+            if converted is not _MISSING:
+                mapped[field] = converted
+                used.add(key)
+                break
+    indexed = {prefix: [items[i] for i in sorted(items)] for prefix, items in found.items()}
+    return mapped, used, indexed
+
+
+def _kind(mapped: dict[str, Any], attrs: dict[str, Any]) -> str:
+    for field in ("keel_kind", "openinference_kind"):
+        if field in mapped:
+            return str(mapped[field])
     operation = attrs.get("gen_ai.operation.name")  # kept as an attribute: it says more
     if isinstance(operation, str) and operation in _GENAI_OPERATIONS:
         return _GENAI_OPERATIONS[operation]
-    traceloop = take("traceloop.span.kind")
-    if isinstance(traceloop, str) and traceloop in _TRACELOOP_KINDS:
-        return _TRACELOOP_KINDS[traceloop]
-    if any(name in attrs for name in _MODEL):
+    if "traceloop_kind" in mapped:
+        return str(mapped["traceloop_kind"])
+    if "model" in mapped:
         return "generation"
     return "span"
 
 
-def _usage(take: Any) -> Usage | None:
-    counts = {field: _count(take(*names)) for field, names in _USAGE.items()}
-    total = _count(take(*_TOTAL))
-    if counts["input_tokens"] is None and counts["output_tokens"] is None:
-        if total is None:
+def _usage(mapped: dict[str, Any]) -> Usage | None:
+    input_tokens = mapped.get("input_tokens")
+    output_tokens = mapped.get("output_tokens")
+    if input_tokens is None and output_tokens is None:
+        input_tokens = mapped.get("total_tokens")
+        if input_tokens is None:
             return None
-        counts["input_tokens"] = total
     return Usage(
-        input_tokens=counts["input_tokens"] or 0,
-        output_tokens=counts["output_tokens"] or 0,
-        cache_read_tokens=counts["cache_read_tokens"] or 0,
-        cache_write_tokens=counts["cache_write_tokens"] or 0,
-        reasoning_tokens=counts["reasoning_tokens"] or 0,
+        input_tokens=input_tokens or 0,
+        output_tokens=output_tokens or 0,
+        cache_read_tokens=mapped.get("cache_read_tokens", 0),
+        cache_write_tokens=mapped.get("cache_write_tokens", 0),
+        reasoning_tokens=mapped.get("reasoning_tokens", 0),
     )
-
-
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, float) and value >= 0 and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def _indexed_messages(attrs: dict[str, Any], used: set[str]) -> dict[str, list[dict[str, Any]]]:
-    """OpenLLMetry's `gen_ai.prompt.0.role` / `.content` style, as message lists."""
-    found: dict[str, dict[int, dict[str, Any]]] = {}
-    for key, value in attrs.items():
-        match = _INDEXED.match(key)
-        if match is None:
-            continue
-        prefix, index, field = match.group(1), int(match.group(2)), match.group(3)
-        found.setdefault(prefix, {}).setdefault(index, {})[field] = _jsonable(value)
-        used.add(key)
-    return {prefix: [items[i] for i in sorted(items)] for prefix, items in found.items()}
 
 
 def _exception(otlp: OtlpSpan) -> str | None:
@@ -224,38 +298,8 @@ def _exception(otlp: OtlpSpan) -> str | None:
     return None
 
 
-def _payload(value: Any) -> Any:
-    """JSON text becomes the value it encodes; anything else is kept as it is."""
-    if isinstance(value, str) and value[:1] in ("{", "[", '"'):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return _jsonable(value)
-
-
-def _tags(value: Any) -> list[str]:
-    if isinstance(value, list):
-        return [str(v) for v in value if v is not None]
-    if isinstance(value, str):
-        parsed = _payload(value)
-        if isinstance(parsed, list):
-            return [str(v) for v in parsed]
-        return [t.strip() for t in value.split(",") if t.strip()]
-    return []
-
-
-def _metadata(value: Any) -> dict[str, Any]:
-    parsed = _payload(value)
-    if isinstance(parsed, dict):
-        return parsed
-    return {} if parsed is None else {"value": parsed}
-
-
-def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
+def _text(value: Any) -> str | None:
+    return None if value is None else _str(value)
 
 
 def _jsonable(value: Any) -> Any:

@@ -54,6 +54,31 @@ def test_spans_arrive_equal_and_flush_waits_for_them(
         writer.close()
 
 
+def test_a_backlog_lands_whole_and_a_poison_span_loses_only_itself(
+    db_url: str, engine: Engine, make_span: MakeSpan
+) -> None:
+    # Thousands at once put the recording process behind: it gathers bigger transactions
+    # (and on PostgreSQL copies them); a duplicate span id fails its batch, which is then
+    # written row by row.
+    spans = [make_span(name=f"burst {i}") for i in range(3000)]
+    duplicate = make_span(span_id=spans[10].span_id, name="same span id twice")
+    writer = ProcessSpanWriter(db_url, flush_interval_s=0.05)
+    writer.start()
+    try:
+        for span in [*spans[:2000], duplicate, *spans[2000:]]:
+            writer.emit(span)
+        assert writer.flush(timeout_s=60)
+        assert writer.stats().as_dict() == {
+            "queued": 0,
+            "written": 3000,
+            "dropped": 0,
+            "rejected": 1,
+        }
+        assert _stored(engine, spans) == spans
+    finally:
+        writer.close()
+
+
 def test_text_no_database_accepts_is_stored_sanitised(
     db_url: str, engine: Engine, make_span: MakeSpan
 ) -> None:

@@ -8,7 +8,8 @@ import pytest
 
 from keel.core.spans import Attempt, Span
 from keel.core.usage import Usage
-from keel.store.span_codec import decode_span, encode_span
+from keel.store.span_codec import decode_span, encode_span, line_to_row
+from keel.store.spans import span_to_row
 
 
 def test_a_full_span_comes_back_equal(make_span: Callable[..., Span]) -> None:
@@ -53,4 +54,24 @@ def test_every_span_field_is_carried() -> None:
     # A field added to Span but not to the codec would silently vanish between processes.
     from keel.store import span_codec
 
-    assert len(Span.__slots__) + 1 == span_codec._LENGTH
+    assert len(Span.__slots__) + 1 == span_codec.RECORD_LENGTH
+
+
+def test_the_recording_process_makes_the_same_row_as_the_span_would(
+    make_span: Callable[..., Span],
+) -> None:
+    span = make_span(
+        usage=Usage(input_tokens=5, output_tokens=2, reasoning_tokens=1),
+        attempts=[Attempt("fast[0]", "openai", "gpt-4o-mini", "ok", 200, 3.25, None)],
+        input=[{"role": "user", "content": "nul \x00 and \ud83d"}],
+        metadata={"huge": 2**70},
+    )
+    assert line_to_row(encode_span(span)) == span_to_row(span)
+    bare = make_span(usage=None, attempts=[])
+    assert line_to_row(encode_span(bare)) == span_to_row(bare)
+
+
+@pytest.mark.parametrize("line", [b"[1, 2]\n", b"{}\n", b"[2" + b", null" * 29 + b"]\n"])
+def test_a_line_that_is_not_a_span_makes_no_row(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        line_to_row(line)

@@ -131,3 +131,26 @@ def test_json_decoding_accepts_snake_case_and_every_value_kind() -> None:
     assert otlp.trace_id == TRACE and (otlp.start_ns, otlp.end_ns) == (5, 7)
     assert otlp.attributes == {"b": b"\x00\x01", "kv": {"x": 1.5}, "empty": None}
     assert to_span(otlp).attributes["b"] == "0001"
+
+
+def test_a_value_that_does_not_map_stays_an_attribute_and_the_next_name_is_used() -> None:
+    span = to_span(
+        _otlp(
+            {
+                "keel.span.kind": "banana",
+                "openinference.span.kind": "TOOL",
+                "gen_ai.usage.input_tokens": "lots",
+                "gen_ai.usage.prompt_tokens": 12,
+                "keel.tags": 7,
+            }
+        )
+    )
+    assert span.kind == "tool"
+    assert span.usage is not None and span.usage.input_tokens == 12
+    assert span.tags == []
+    # nothing was dropped: what did not map is still there, as it came
+    assert span.attributes == {
+        "keel.span.kind": "banana",
+        "gen_ai.usage.input_tokens": "lots",
+        "keel.tags": 7,
+    }
