@@ -37,6 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway as bench
+import tracing_query
 
 from keel.store.engine import create_engine_for
 from keel.store.migrate import upgrade
@@ -255,11 +256,31 @@ def drop_database(url: str) -> None:
             admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
+def report_queries(figures: dict[str, Any]) -> dict[str, Any]:
+    """Print each query's median and p95 with its verdict; the figures with verdicts."""
+    bare_page = figures["bare SQL: newest 50 roots, 24 h"]["p95_ms"]
+    bare_trace = figures["bare SQL: every span of the trace"]["p95_ms"]
+    for name, figure in figures.items():
+        line = f"  {name}: median {figure['median_ms']:.1f} ms, p95 {figure['p95_ms']:.1f} ms"
+        if not name.startswith("bare"):
+            figure["passed"] = figure["p95_ms"] <= tracing_query.TARGET_P95_MS
+            base = bare_trace if "trace, detail" in name else bare_page
+            figure["ratio_to_bare_p95"] = figure["p95_ms"] / base
+            line += (
+                f" ({'PASS' if figure['passed'] else 'FAIL'} <= "
+                f"{tracing_query.TARGET_P95_MS:.0f}; {figure['ratio_to_bare_p95']:.1f}x bare SQL)"
+            )
+        print(line)
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=400, help="requests of 512 spans")
     parser.add_argument("--clients", type=int, default=4, help="concurrent connections")
     parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
+    parser.add_argument("--query-spans", type=int, default=1_000_000, help="0: skip queries")
+    parser.add_argument("--repeats", type=int, default=40, help="requests per query case")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     bench.WORK.mkdir(parents=True, exist_ok=True)
@@ -303,6 +324,11 @@ def main() -> int:
                 "target_spans_per_s": TARGET_SPANS_PER_S,
                 "passed": passed,
             }
+        if args.query_spans:
+            print(f"== queries: {args.query_spans:,} spans in SQLite ==")
+            results["query"] = report_queries(
+                tracing_query.run(procs, args.query_spans, args.repeats)
+            )
     finally:
         procs.stop_all()
     args.output.parent.mkdir(parents=True, exist_ok=True)

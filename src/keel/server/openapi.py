@@ -362,8 +362,10 @@ _TRACE_FILTERS = [
     _query(
         "q",
         _TEXT,
-        "Text search: a case-insensitive substring of the JSON text of any span's input or "
-        "output (a scan, no full-text index yet; SQLite folds ASCII letters only).",
+        "Text search: a case-insensitive substring of the JSON text of the input or output "
+        "of a span of the trace that started in the window (SQLite folds ASCII letters "
+        "only). Scanned newest first, no full-text index: a text found in few spans costs "
+        "a scan of the window.",
     ),
 ]
 

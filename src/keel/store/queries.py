@@ -14,6 +14,7 @@ Filters that look at "any span of the trace" are correlated EXISTS probes on
 `ix_spans_trace_id_start_time`, evaluated only for candidate heads, which the scan
 of `ix_spans_start_time` yields newest first; user and session filters use their
 partial indexes instead (`trace_id IN (SELECT trace_id ... WHERE user_id = ?)`).
+Text search scans the window's spans in slices, newest first (`_search_heads`).
 Totals and scores of a page come from one GROUP BY each over `trace_id IN (page)`.
 """
 
@@ -32,6 +33,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     FromClause,
+    Select,
     Text,
     and_,
     case,
@@ -42,6 +44,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -195,22 +198,15 @@ class TraceQueries:
     ) -> Page[TraceSummary]:
         """Traces whose head started in `window`, newest first, matching `where`.
 
-        `where.text` is a case-insensitive substring search over the JSON text of every
-        span's input and output (a scan of the trace's spans, no full-text index yet;
-        SQLite folds ASCII letters only).
+        `where.text` is a case-insensitive substring search over the JSON text of the input
+        and output of the spans that started in the window (SQLite folds ASCII letters
+        only); see `_search_heads` for how it avoids probing every trace.
         """
-        s = spans_table.alias("s")
-        query = select(s).where(
-            s.c.start_time >= window[0],
-            s.c.start_time < window[1],
-            _is_head(s),
-            *_trace_conditions(s, where),
-        )
-        if after is not None:
-            query = query.where(_key_before(s, after))
-        query = query.order_by(s.c.start_time.desc(), s.c.span_id.desc()).limit(limit + 1)
         with self._engine.connect() as connection:
-            heads = [row_to_span(row) for row in connection.execute(query).mappings()]
+            if where.text:
+                heads = _search_heads(connection, window, where, limit, after)
+            else:
+                heads = _heads(connection, window, where, limit, after)
             heads, next_key = _cut(heads, limit, span_key)
             return Page(_summaries(connection, heads), next_key)
 
@@ -335,6 +331,108 @@ def _any_span(s: FromClause, condition: Callable[[FromClause], ColumnElement[boo
     return exists().where(_same_trace(t, s), condition(t))
 
 
+def _heads(
+    connection: Connection,
+    window: Window,
+    where: TraceFilter,
+    limit: int,
+    after: Key | None,
+    among: str | None = None,
+    few: bool = False,
+) -> list[Span]:
+    """Up to `limit + 1` trace heads in `window` matching `where` (text aside), newest
+    first; only of the traces in `among` (a JSON array of trace ids) when given, `few`
+    of them compared with the heads in the window."""
+    assert not where.text, "text is searched by _search_heads"
+    s = spans_table.alias("s")
+    # Among few candidate traces, their trace id index must lead: `+ 0` keeps the planners
+    # (SQLite's and PostgreSQL's) off the start time index, which would walk every head
+    # in the window and test each against the list. Among many, that walk finds the
+    # newest quickly, and leading by trace id would test every candidate's spans.
+    start = s.c.start_time if among is None or not few else s.c.start_time + 0
+    query = select(s).where(
+        start >= window[0], start < window[1], _is_head(s), *_trace_conditions(s, where)
+    )
+    if among is not None:
+        query = query.where(s.c.trace_id.in_(_json_strings(connection, among)))
+    if after is not None:
+        query = query.where(_key_before(s, after, start))
+    query = query.order_by(start.desc(), s.c.span_id.desc()).limit(limit + 1)
+    return [row_to_span(row) for row in connection.execute(query).mappings()]
+
+
+# Spans examined by the first slice of a text search; each further slice doubles.
+_SEARCH_SLICE_SPANS = 20_000
+# Up to this many candidate traces, a search's head query starts from their ids.
+_FEW_CANDIDATES = 1_000
+
+
+def _search_heads(
+    connection: Connection, window: Window, where: TraceFilter, limit: int, after: Key | None
+) -> list[Span]:
+    """`_heads` for a filter with text: slices of the window, newest first, scanned in order.
+
+    Probing every candidate trace for the text (an index lookup and a row read per span)
+    took seconds over a million spans when few traces match. Instead each slice of the
+    window's spans is scanned sequentially for the text, and the traces found are the
+    candidates of the head query. A trace's head starts no later than its spans, so once
+    `limit + 1` matching heads started inside the slices scanned so far, no trace still
+    unfound (all its matching spans are older) can rank before them.
+    """
+    assert where.text is not None
+    needle = orjson.dumps(where.text).decode()[1:-1]  # as the JSON text spells it
+    rest = replace(where, text=None)
+    t = spans_table.c
+    contains = _like_sqlite if connection.dialect.name == "sqlite" else _like_any_case
+    found: set[str] = set()
+    high, size = window[1], _SEARCH_SLICE_SPANS
+    while True:
+        low = connection.execute(
+            select(t.start_time)
+            .where(t.start_time >= window[0], t.start_time < high)
+            .order_by(t.start_time.desc())
+            .offset(size - 1)
+            .limit(1)
+        ).scalar()
+        low = window[0] if low is None else low
+        matching = select(t.trace_id).where(
+            t.start_time >= low,
+            t.start_time < high,
+            or_(contains(t.input, needle), contains(t.output, needle)),
+        )
+        found.update(connection.execute(matching.distinct()).scalars())
+        heads: list[Span] = []
+        if found:
+            among = orjson.dumps(sorted(found)).decode()
+            few = len(found) <= _FEW_CANDIDATES
+            heads = _heads(connection, window, rest, limit, after, among, few)
+        settled = sum(1 for head in heads if head.start_time >= low)
+        if settled > limit or low <= window[0]:
+            return heads
+        high, size = low, size * 2
+
+
+def _json_strings(connection: Connection, array: str) -> Select[tuple[str]]:
+    """The strings of the JSON array `array` as a subquery: one bound parameter, however
+    many values (SQLite binds at most 32,766)."""
+    if connection.dialect.name == "sqlite":
+        values = func.json_each(literal(array)).table_valued("value")
+    else:
+        values = func.jsonb_array_elements_text(sql_cast(literal(array), JSONB)).table_valued(
+            "value"
+        )
+    return select(values.c.value)
+
+
+def _like_sqlite(column: ColumnElement[Any], needle: str) -> ColumnElement[bool]:
+    # SQLite's LIKE ignores ASCII case already; lower() on both sides doubled the scan.
+    return sql_cast(column, Text).contains(needle, autoescape=True)
+
+
+def _like_any_case(column: ColumnElement[Any], needle: str) -> ColumnElement[bool]:
+    return sql_cast(column, Text).icontains(needle, autoescape=True)
+
+
 def _trace_conditions(s: FromClause, where: TraceFilter) -> list[ColumnElement[bool]]:
     t = spans_table.c
     out: list[ColumnElement[bool]] = []
@@ -359,19 +457,7 @@ def _trace_conditions(s: FromClause, where: TraceFilter) -> list[ColumnElement[b
         out.append(total.scalar_subquery() >= where.min_cost)
     for wanted in where.scores:
         out.append(_has_score(s, wanted))
-    if where.text:
-        # Search the JSON text for the JSON spelling of the words (quotes, newlines...).
-        needle = orjson.dumps(where.text).decode()[1:-1]
-        out.append(
-            _any_span(
-                s,
-                lambda a: or_(
-                    sql_cast(a.c.input, Text).icontains(needle, autoescape=True),
-                    sql_cast(a.c.output, Text).icontains(needle, autoescape=True),
-                ),
-            )
-        )
-    return out
+    return out  # where.text: see _search_heads
 
 
 def _tagged(tag: str) -> Callable[[FromClause], ColumnElement[bool]]:
@@ -387,11 +473,11 @@ def _has_score(s: FromClause, wanted: ScoreFilter) -> Any:
     )
 
 
-def _key_before(s: FromClause, key: Key) -> ColumnElement[bool]:
-    return and_(
-        s.c.start_time <= key[0],
-        or_(s.c.start_time < key[0], s.c.span_id < key[1]),
-    )
+def _key_before(
+    s: FromClause, key: Key, start: ColumnElement[float] | None = None
+) -> ColumnElement[bool]:
+    start = s.c.start_time if start is None else start
+    return and_(start <= key[0], or_(start < key[0], s.c.span_id < key[1]))
 
 
 def _key_after(s: FromClause, key: Key) -> ColumnElement[bool]:

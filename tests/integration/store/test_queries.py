@@ -12,6 +12,7 @@ from keel.core.ids import new_span_id, new_trace_id
 from keel.core.scores import Score
 from keel.core.spans import Span
 from keel.core.usage import Usage
+from keel.store import queries as queries_module
 from keel.store.queries import (
     Key,
     ScoreFilter,
@@ -227,6 +228,43 @@ def test_each_filter_narrows_the_list(
 ) -> None:
     page = TraceQueries(engine).list_traces(EVERYTHING, where, limit=50)
     assert names(page.items) == expected
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_text_search_in_slices_finds_the_newest_matches_in_order_across_pages(
+    engine: Engine, make_span: MakeSpan, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    # Slices of 4 spans: the search needs several. The two "old" traces have their heads
+    # at the start and their matches in the newest slice; the heads of the t traces are
+    # newer than theirs, but their matches lie in older slices.
+    monkeypatch.setattr(queries_module, "_SEARCH_SLICE_SPANS", 4)
+    spans: list[Span] = []
+    for i in range(30):
+        trace = app_trace(make_span, T0 + i * 10, f"t{i}")
+        if i % 3 == 0:
+            trace[1].input = f"needle {i}"
+        spans += trace
+    for head, match in ((1.0, 295.0), (2.0, 294.0)):
+        late = app_trace(make_span, T0 + head, f"old {head:.0f}", latency_s=400.0)
+        late[1].start_time, late[1].end_time = T0 + match, T0 + match + 1
+        late[1].output = "the NEEDLE, late"
+        spans += late
+    store(engine, spans)
+    queries = TraceQueries(engine)
+    expected = [f"t{i}" for i in range(27, 0, -3)] + ["old 2", "old 1", "t0"]
+    seen: list[str] = []
+    after = None
+    while True:
+        page = queries.list_traces(EVERYTHING, TraceFilter(text="needle"), limit, after=after)
+        seen += names(page.items)
+        if page.next_key is None:
+            break
+        after = page.next_key
+    assert seen == expected
+    only_old = queries.list_traces(EVERYTHING, TraceFilter(text="late"), limit=3)
+    assert names(only_old.items) == ["old 2", "old 1"]
+    combined = TraceFilter(text="needle", name="t9")
+    assert names(queries.list_traces(EVERYTHING, combined, limit=3).items) == ["t9"]
 
 
 def test_pages_return_every_trace_once_newest_first_even_while_traces_arrive(
