@@ -8,6 +8,7 @@ gives them, strictly (an undocumented key fails).
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -489,3 +490,14 @@ def _refs(value: Any) -> list[str]:
     if isinstance(value, list):
         return [r for item in value for r in _refs(item)]
     return []
+
+
+def test_the_api_worker_threads_end_with_the_server(
+    keel_factory: KeelFactory, fake: FakeUpstream
+) -> None:
+    running = keel_factory(fake_config(fake))
+    assert httpx.get(running.url + "/api/traces", params=window()).status_code == 200
+    assert any(t.name.startswith("keel-api") for t in threading.enumerate())
+    running.stop()
+    assert not running.thread.is_alive()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("keel-api")]

@@ -90,3 +90,41 @@ def test_the_master_key_guards_scores(keel_factory: KeelFactory, fake: FakeUpstr
         running.url + "/api/scores", json=body, headers={"Authorization": "Bearer sk-m"}
     )
     assert allowed.status_code == 201
+
+
+def test_a_score_sent_again_with_its_id_replaces_it(keel: RunningKeel) -> None:
+    url = keel.url + "/api/scores"
+    vote = {"id": "0b9f8a52-6a1e-4c53-9a57-4c1b3d0e7f11", "name": "thumbs", "trace_id": TRACE}
+    first = httpx.post(url, json={**vote, "value": True})
+    assert first.status_code == 201 and first.json()["id"] == vote["id"]
+    retried = httpx.post(url, json={**vote, "value": True})  # a client's retry
+    changed = httpx.post(url, json={**vote, "value": False})  # the user changed their mind
+    assert (retried.status_code, changed.status_code) == (200, 200)
+    (stored,) = _scores(keel).for_trace(TRACE)
+    assert (stored.score_id, stored.display_value) == (vote["id"], False)
+    bad = httpx.post(url, json={**vote, "id": "has space", "value": True})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "id"
+
+
+def test_a_score_of_a_span_alone_shows_on_its_trace(keel: RunningKeel) -> None:
+    # One score arrives before its span is stored, one after: both belong to the trace.
+    url = keel.url + "/api/scores"
+    early = httpx.post(url, json={"name": "early", "value": 1, "span_id": SPAN})
+    assert early.status_code == 201
+    trace = "ab" * 16
+    span = {
+        "traceId": trace, "spanId": SPAN, "name": "retrieve", "kind": 1,
+        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
+    }  # fmt: skip
+    otlp = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    assert httpx.post(keel.url + "/v1/traces", json=otlp).status_code == 200
+    keel.container.writer.flush()
+    late = httpx.post(url, json={"name": "late", "value": 2, "span_id": SPAN})
+    assert late.status_code == 201
+    tree = httpx.get(f"{keel.url}/api/traces/{trace}").json()
+    assert {(s["name"], s["span_id"]) for s in tree["scores"]} == {
+        ("early", SPAN),
+        ("late", SPAN),
+    }
+    (late_score,) = [s for s in _scores(keel).for_trace(trace) if s.name == "late"]
+    assert late_score.trace_id == trace  # resolved when it was stored

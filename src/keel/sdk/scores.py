@@ -1,10 +1,11 @@
 """`keel.score()`: a judgement about a trace, a span or a session, sent in the background.
 
 A score is `POST {host}/api/scores` with a JSON body (fields left out when None):
-`{"name", "value", "data_type", "trace_id", "span_id", "session_id", "source",
-"comment", "author"}`. `data_type` is inferred from the value unless given:
-bool -> "boolean", int or float -> "numeric", str -> "categorical" (pass
-`data_type="text"` for free text). It goes through the exporter's score queue
+`{"id", "name", "value", "data_type", "trace_id", "span_id", "session_id", "source",
+"comment", "author"}`. The id is made here (or given as `score_id`), so the exporter's
+retries replace the score instead of adding it twice. `data_type` is inferred from the
+value unless given: bool -> "boolean", int or float -> "numeric", str -> "categorical"
+(pass `data_type="text"` for free text). It goes through the exporter's score queue
 and retries, like spans; an invalid score is logged (once a minute), never raised.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from typing import Any
 
 from keel.core.scores import DATA_TYPES, SOURCES, infer_data_type
@@ -40,6 +42,7 @@ def score_body(
     name: str,
     value: ScoreValue,
     *,
+    score_id: str | None = None,
     trace_id: str | None = None,
     span_id: str | None = None,
     session_id: str | None = None,
@@ -56,6 +59,7 @@ def score_body(
     if trace_id is None and span_id is None and session_id is None:
         raise ValueError("no target: pass trace_id, span_id or session_id, or call it in a span")
     fields: dict[str, Any] = {
+        "id": score_id or uuid.uuid4().hex,
         "name": name,
         "value": value,
         "data_type": _data_type(value, data_type),
@@ -74,6 +78,7 @@ def score(
     name: str,
     value: ScoreValue,
     *,
+    score_id: str | None = None,
     trace_id: str | None = None,
     span_id: str | None = None,
     session_id: str | None = None,
@@ -86,7 +91,8 @@ def score(
 
     Without `trace_id` the current trace is scored, unless only a `session_id` is
     given. A thumbs-up from an end user:
-    `keel.score("thumbs", True, trace_id=answer_trace_id, source="human")`.
+    `keel.score("thumbs", True, trace_id=answer_trace_id, source="human")`. Pass your
+    own `score_id` to change a score later (the same id replaces it).
     """
     client = active_client()
     if client is None:
@@ -98,6 +104,7 @@ def score(
         body = score_body(
             name,
             value,
+            score_id=score_id,
             trace_id=trace_id,
             span_id=span_id,
             session_id=session_id,

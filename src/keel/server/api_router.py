@@ -250,6 +250,12 @@ class ApiRouter:
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
 
+    def close(self) -> None:
+        """Stop the worker threads once the requests they run are answered (at shutdown)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
     @property
     def routes(self) -> list[Route]:
         """Every route, in registration order (the OpenAPI document describes each)."""

@@ -1,5 +1,8 @@
 """`POST /api/scores`: attach a score to a trace, a span or a session.
 
+201 with the score's id when it is new; 200 when a score with the id the client chose
+was there already and is replaced (a retried request, or a changed vote).
+
 The body is validated here, at the edge (pydantic); errors are problem documents
 (RFC 9457, `application/problem+json`) listing every field that is wrong. The insert
 runs in a worker thread: the event loop never waits on the database.
@@ -33,6 +36,13 @@ class ScoreBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+        description="Your id for the score (letters, digits, . _ : -; up to 64): sending "
+        "the same id again replaces the score, so a retry never counts twice and a user "
+        "can change their vote. Without one, Keel makes one up.",
+    )
     name: str = Field(min_length=1, max_length=200)
     value: bool | int | float | str
     data_type: DataType | None = None
@@ -86,12 +96,12 @@ class ScoreRoutes:
         if score is None:
             await problem(send, 422, "Invalid score", "The score was not stored.", errors)
             return
-        await asyncio.to_thread(self._repository.add, score)
+        created = await asyncio.to_thread(self._repository.add, score)
         payload = orjson.dumps({"id": score.score_id, "data_type": score.data_type})
         await send(
             {
                 "type": "http.response.start",
-                "status": 201,
+                "status": 201 if created else 200,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(payload)).encode()),
@@ -119,7 +129,7 @@ def _score(body: ScoreBody) -> tuple[Score | None, list[dict[str, str]]]:
     numeric = data_type in ("numeric", "boolean")
     return (
         Score(
-            score_id=new_trace_id(),
+            score_id=body.id or new_trace_id(),
             name=body.name,
             data_type=data_type,
             value=float(body.value) if numeric else None,

@@ -6,6 +6,7 @@ gateway is a hot path measured against a bare pass-through proxy.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import Awaitable, Callable
@@ -94,6 +95,7 @@ class KeelApp:
                 gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await asyncio.to_thread(self.api.close)
                 await self.container.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

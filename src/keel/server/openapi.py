@@ -472,6 +472,10 @@ def _paths() -> JSON:
                         "description": "Stored.",
                         "content": {"application/json": {"schema": _ref("ScoreCreated")}},
                     },
+                    "200": {
+                        "description": "Stored in place of the score with the same id.",
+                        "content": {"application/json": {"schema": _ref("ScoreCreated")}},
+                    },
                     "401": {"$ref": "#/components/responses/Unauthorized"},
                     "413": {"$ref": "#/components/responses/TooLarge"},
                     "422": {"$ref": "#/components/responses/InvalidScore"},

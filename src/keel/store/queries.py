@@ -52,7 +52,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from keel.core.scores import Score
 from keel.core.spans import Span
 from keel.store.schema import scores_table, spans_table
-from keel.store.scores import select_scores
+from keel.store.scores import select_scores, trace_scores
 from keel.store.spans import row_to_span
 from keel.store.trace_shape import (
     Key,
@@ -220,7 +220,7 @@ class TraceQueries:
             chosen = shape.order[:limit]
             wanted = [shape.head.span_id, *(node.span.span_id for node, _ in chosen)]
             full = full_spans(connection, shape, wanted)
-            scores = select_scores(connection, scores_table.c.trace_id == shape.trace_id)
+            scores = select_scores(connection, trace_scores(shape.trace_id))
         spans = [shape.tree_span(full, node, depth) for node, depth in chosen]
         return TraceTree(full.get(shape.head.span_id, shape.head), shape.totals, spans, scores)
 

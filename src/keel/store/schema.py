@@ -130,7 +130,7 @@ class ScoreRecord(Base):
 
     __tablename__ = "scores"
 
-    score_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    score_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String)
     data_type: Mapped[str] = mapped_column(String)
     value: Mapped[float | None] = mapped_column(Double)
@@ -145,6 +145,7 @@ class ScoreRecord(Base):
 
     __table_args__ = (
         Index("ix_scores_trace_id", "trace_id"),
+        Index("ix_scores_span_id", "span_id"),
         Index("ix_scores_session_id", "session_id"),
         Index("ix_scores_name_created_at", "name", "created_at"),
     )

@@ -37,7 +37,7 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert current(blank_db_url) is None
 
     upgrade(blank_db_url)
-    assert current(blank_db_url) == head() == "0003"
+    assert current(blank_db_url) == head() == "0004"
     tables, indexes = _tables_and_indexes(blank_db_url)
     assert {"spans", "scores"} <= tables
     assert indexes == SPAN_INDEXES
@@ -48,7 +48,7 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert "spans" not in tables
 
     upgrade(blank_db_url)  # a downgraded database can be upgraded again
-    assert current(blank_db_url) == "0003"
+    assert current(blank_db_url) == "0004"
 
     downgrade(blank_db_url, "0001")  # one step back: the full indexes again
     assert current(blank_db_url) == "0001"

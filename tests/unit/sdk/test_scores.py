@@ -24,9 +24,15 @@ def test_scores_of_each_type_are_posted_without_empty_fields(
     keel.score("relevance", 0.8, trace_id=TRACE, span_id="00f067aa0ba902b7", source="evaluator")
     keel.score("topic", "billing", session_id="s-1")
     keel.score("feedback", "Great answer", trace_id=TRACE, data_type="text", comment="via app")
+    keel.score("thumbs", False, trace_id=TRACE, score_id="vote-7")
     assert keel.flush(5)
 
-    assert collector.scores() == [
+    sent = collector.scores()
+    ids = [body.pop("id") for body in sent]
+    # an id per score, made before the first try, so a retry replaces instead of adding
+    assert len(set(ids)) == 5 and ids[-1] == "vote-7"
+    assert all(len(i) == 32 for i in ids[:-1])
+    assert sent == [
         {
             "name": "thumbs",
             "value": True,
@@ -58,11 +64,18 @@ def test_scores_of_each_type_are_posted_without_empty_fields(
             "source": "api",
             "comment": "via app",
         },
+        {
+            "name": "thumbs",
+            "value": False,
+            "data_type": "boolean",
+            "trace_id": TRACE,
+            "source": "api",
+        },
     ]
     (request, *_) = collector.requests("/api/scores")
     assert request.headers["authorization"] == "Bearer keel-secret"
     assert request.headers["content-type"] == "application/json"
-    assert keel.sdk.stats().scores_sent == 4
+    assert keel.sdk.stats().scores_sent == 5
 
 
 def test_the_current_trace_is_the_default_target(sdk: Client, collector: Collector) -> None:
@@ -73,7 +86,9 @@ def test_the_current_trace_is_the_default_target(sdk: Client, collector: Collect
 
     trace_id = answer()
     assert keel.flush(5)
-    assert collector.scores() == [
+    (sent,) = collector.scores()
+    assert len(sent.pop("id")) == 32
+    assert [sent] == [
         {
             "name": "confidence",
             "value": 3,
