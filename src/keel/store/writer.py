@@ -27,15 +27,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from keel.core.spans import Span
+from keel.store.span_codec import line_to_row
 from keel.store.spans import COPY_STATEMENT, MAX_ROWS_PER_INSERT, insert_statement, span_to_row
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _HURRY_SIZES = tuple(s for s in (64, 16, 4, 1) if s <= MAX_ROWS_PER_INSERT)
 
 _MAX_BACKOFF_S = 5.0
@@ -265,45 +267,52 @@ class SpanWriter:
             batch = [spans.popleft() for _ in range(min(self._batch_size, len(spans)))]
             self._pending = len(batch)
             try:
-                self._write(batch)
+                self._write(batch, span_to_row, self._behind)
             finally:
                 self._pending = 0
 
-    def write_rows(self, rows: Sequence[tuple[Any, ...]], behind: Callable[[], bool]) -> None:
-        """Store rows made by `keel.store.spans.record_to_row` now, on the calling thread,
-        with the same retries and counting.
+    def write_lines(self, lines: Sequence[bytes], behind: Callable[[], bool]) -> None:
+        """Store span lines (`keel.store.span_codec`) now, on the calling thread, with the
+        same slicing, retries and counting; a line that is not a span is rejected.
 
         For a caller that does its own queueing (the recording process). `behind` is asked
         between slices: while it says the caller is behind, the writer skips the pauses and
         inserts in big statements.
         """
-        if rows:
-            self._store(rows, behind)
+        self._write(lines, line_to_row, behind)
 
     def _pause(self, behind: Callable[[], bool]) -> None:
         # Under a backlog the writer works flat out: keeping up matters more than smoothing.
-        # (Still sleep(0): in-process, that hands the GIL to the event loop.)
-        time.sleep(0 if behind() else self._pause_s)
+        if not behind():
+            time.sleep(self._pause_s)
+        elif self._thread is not None:
+            # In-process, sleep(0) hands the GIL to the event loop. In the recording
+            # process it would give up the core at every slice: a third of its time, on a
+            # busy two-core machine, went to waiting for the scheduler.
+            time.sleep(0)
 
     def _behind(self) -> bool:
         return len(self._spans) >= self._batch_size
 
-    def _write(self, batch: Sequence[Span]) -> None:
+    def _write(
+        self,
+        batch: Sequence[T],
+        to_row: Callable[[T], tuple[Any, ...]],
+        behind: Callable[[], bool],
+    ) -> None:
         rows: list[tuple[Any, ...]] = []
-        for index, span in enumerate(batch):
+        for index, item in enumerate(batch):
             if index % self._slice_rows == self._slice_rows - 1:
-                self._pause(self._behind)
+                self._pause(behind)
             try:
-                rows.append(span_to_row(span))
+                rows.append(to_row(item))
             except Exception as exc:
                 self._rejected += 1
-                log.warning(
-                    "span writer: rejected span %r: cannot convert it: %s",
-                    getattr(span, "span_id", None),
-                    _describe(exc),
-                )
+                span_id = getattr(item, "span_id", None)
+                what = "a span line" if span_id is None else f"span {span_id!r}"
+                log.warning("span writer: rejected %s: cannot convert it: %s", what, _describe(exc))
         if rows:
-            self._store(rows, self._behind)
+            self._store(rows, behind)
 
     def _store(self, rows: Sequence[tuple[Any, ...]], behind: Callable[[], bool]) -> None:
         for attempt in range(self._retries + 1):

@@ -195,3 +195,24 @@ def test_spans_already_sent_survive_a_gateway_crash(db_url: str, engine: Engine)
     repository = SpanRepository(engine)
     _wait_for(lambda: repository.get(f"{40:016x}") is not None)
     assert all(repository.get(f"{i + 1:016x}") is not None for i in range(40))
+
+
+def test_a_line_that_is_not_a_span_is_rejected_and_the_rest_stored(
+    db_url: str, engine: Engine, make_span: MakeSpan
+) -> None:
+    from keel.store.span_codec import encode_span
+
+    spans = [make_span(name=f"ok {i}") for i in range(3)]
+    lines = [encode_span(spans[0]), b"not json\n", b"[1, 2]\n", *map(encode_span, spans[1:])]
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.store.writer_process"],
+        input=b"".join(lines),
+        capture_output=True,
+        env={**os.environ, "KEEL_DATABASE_URL": db_url},
+        timeout=60,
+        check=True,
+    )
+    # the last report: nothing queued, 3 written, 0 dropped, 2 rejected
+    assert done.stdout.splitlines()[-1] == b"stats 0 3 0 2"
+    assert _stored(engine, spans) == spans
+    assert b"rejected a span line: cannot convert it: ValueError" in done.stderr
