@@ -145,7 +145,18 @@ def test_request_errors_go_back_to_the_client_without_retry_or_fallback(
     with pytest.raises(openai.BadRequestError) as caught:
         running.client().chat.completions.create(model="fast", messages=HI)
     assert "max_tokens is too large" in caught.value.message
+    assert caught.value.code == "upstream_rejected"  # the upstream gave no code
     assert fake.request_count == 1
+    # The upstream's own type, code and param reach the client, which may act on them.
+    too_long = Fault.status(
+        400, message="too many tokens", code="context_length_exceeded", param="messages"
+    )
+    fake.enqueue(too_long, path=CHAT)
+    with pytest.raises(openai.BadRequestError) as caught:
+        running.client().chat.completions.create(model="fast", messages=HI)
+    assert (caught.value.code, caught.value.param) == ("context_length_exceeded", "messages")
+    assert caught.value.type == "invalid_request_error"
+    assert fake.request_count == 2
 
 
 def test_401_from_a_deployment_moves_on_to_the_next_at_once(

@@ -236,14 +236,33 @@ class Gateway:
 
 
 def _client_error(exc: UpstreamError, target: Target) -> GatewayError:
-    status = exc.status or 400
+    """The upstream's refusal for the client: its status, message, and the type, code and
+    param of its error object (clients act on codes such as `context_length_exceeded`)."""
+    error = _error_object(exc.body)
     return GatewayError(
-        status,
+        exc.status or 400,
         f"{exc.message} (from {target.deployment.name} "
         f"{target.deployment.provider}/{target.deployment.model})",
-        type="invalid_request_error",
-        code="upstream_rejected",
+        type=_text_field(error, "type") or "invalid_request_error",
+        code=_text_field(error, "code") or "upstream_rejected",
+        param=_text_field(error, "param"),
     )
+
+
+def _error_object(body: bytes | None) -> dict[str, Any]:
+    if not body:
+        return {}
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    error = document.get("error") if isinstance(document, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _text_field(error: dict[str, Any], name: str) -> str | None:
+    value = error.get(name)
+    return value if isinstance(value, str) and value else None
 
 
 def _exhausted_error(

@@ -74,6 +74,8 @@ class Fault:
     status_code: int = 0
     message: str | None = None
     error_type: str | None = None
+    error_code: str | None = None  # OpenAI dialect: the error's `code`
+    error_param: str | None = None  # OpenAI dialect: the error's `param`
     retry_after: float | None = None
     after_chunks: int = 0
     chunk_delay_s: float = 0.0
@@ -97,15 +99,20 @@ class Fault:
         retry_after: float | None = None,
         message: str | None = None,
         error_type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
         delay_s: float = 0.0,
     ) -> Fault:
-        """Answer with an HTTP error in the endpoint's dialect, with an optional Retry-After."""
+        """Answer with an HTTP error in the endpoint's dialect, with an optional Retry-After
+        (`code` and `param` fill those fields of an OpenAI error; Anthropic has none)."""
         return cls(
             "status",
             delay_s=delay_s,
             status_code=status_code,
             message=message,
             error_type=error_type,
+            error_code=code,
+            error_param=param,
             retry_after=retry_after,
         )
 

@@ -28,8 +28,16 @@ class Dialect(Protocol):
         """(status, body) when the request's credentials or required headers are wrong."""
         ...
 
-    def error(self, status: int, message: str | None, error_type: str | None) -> bytes:
-        """An error body for `status`; None picks the provider's usual message and type."""
+    def error(
+        self,
+        status: int,
+        message: str | None,
+        error_type: str | None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> bytes:
+        """An error body for `status`; None picks the provider's usual message and type
+        (`code` and `param` where the dialect's errors have them)."""
         ...
 
     def stream_error(self, message: str | None, error_type: str | None) -> bytes:

@@ -64,8 +64,15 @@ class AnthropicDialect:
             return 400, self.error(400, "anthropic-version: header is required", None)
         return None
 
-    def error(self, status: int, message: str | None, error_type: str | None) -> bytes:
-        """An error body in Anthropic's shape for `status`."""
+    def error(
+        self,
+        status: int,
+        message: str | None,
+        error_type: str | None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> bytes:
+        """An error body in Anthropic's shape for `status` (it has no code or param)."""
         default_type, default_message = _ERRORS.get(
             status, ("api_error" if status >= 500 else "invalid_request_error", "Error.")
         )

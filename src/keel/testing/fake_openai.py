@@ -141,9 +141,16 @@ class OpenAIDialect:
             return None
         return 401, self.error(401, None, None)
 
-    def error(self, status: int, message: str | None, error_type: str | None) -> bytes:
+    def error(
+        self,
+        status: int,
+        message: str | None,
+        error_type: str | None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> bytes:
         """An error body in OpenAI's shape for `status`."""
-        default_type, code, default_message = _ERRORS.get(
+        default_type, default_code, default_message = _ERRORS.get(
             status, ("server_error" if status >= 500 else "invalid_request_error", None, "Error.")
         )
         return orjson.dumps(
@@ -151,8 +158,8 @@ class OpenAIDialect:
                 "error": {
                     "message": message or default_message,
                     "type": error_type or default_type,
-                    "param": None,
-                    "code": code,
+                    "param": param,
+                    "code": code or default_code,
                 }
             }
         )

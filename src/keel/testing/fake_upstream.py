@@ -322,7 +322,9 @@ async def _misbehave(
         headers = _JSON_HEADERS
         if fault.retry_after is not None:
             headers += header_lines({"Retry-After": f"{fault.retry_after:g}"})
-        error = dialect.error(fault.status_code, fault.message, fault.error_type)
+        error = dialect.error(
+            fault.status_code, fault.message, fault.error_type, fault.error_code, fault.error_param
+        )
         exchange.respond(fault.status_code, error, headers)
         return
     if kind == "reset":
