@@ -257,19 +257,25 @@ def drop_database(url: str) -> None:
 
 
 def report_queries(figures: dict[str, Any]) -> dict[str, Any]:
-    """Print each query's median and p95 with its verdict; the figures with verdicts."""
+    """Print each query's median and p95, with a verdict for the target figures (the first
+    page of the trace list, a 10,000-span trace) and the same bar as context for the
+    filtered lists; the figures with verdicts."""
     bare_page = figures["bare SQL: newest 50 roots, 24 h"]["p95_ms"]
     bare_trace = figures["bare SQL: every span of the trace"]["p95_ms"]
+    bar = tracing_query.TARGET_P95_MS
     for name, figure in figures.items():
         line = f"  {name}: median {figure['median_ms']:.1f} ms, p95 {figure['p95_ms']:.1f} ms"
         if not name.startswith("bare"):
-            figure["passed"] = figure["p95_ms"] <= tracing_query.TARGET_P95_MS
+            within = figure["p95_ms"] <= bar
             base = bare_trace if "trace, detail" in name else bare_page
             figure["ratio_to_bare_p95"] = figure["p95_ms"] / base
-            line += (
-                f" ({'PASS' if figure['passed'] else 'FAIL'} <= "
-                f"{tracing_query.TARGET_P95_MS:.0f}; {figure['ratio_to_bare_p95']:.1f}x bare SQL)"
-            )
+            if name in tracing_query.TARGETS:
+                figure["passed"] = within
+                verdict = f"{'PASS' if within else 'FAIL'} <= {bar:.0f}"
+            else:
+                figure["within_bar"] = within
+                verdict = f"{'within' if within else 'over'} {bar:.0f} ms, context"
+            line += f" ({verdict}; {figure['ratio_to_bare_p95']:.1f}x bare SQL)"
         print(line)
     return figures
 

@@ -35,6 +35,14 @@ from keel.store.migrate import upgrade
 from keel.store.spans import ROW_COLUMNS, insert_statement, span_to_row
 
 TARGET_P95_MS = 300.0
+# The figures; the filtered lists are measured against the same bar as context.
+TARGETS = frozenset(
+    (
+        "traces, first page, last 24 h",
+        "traces, first page, last 7 days",
+        "10,000-span trace, detail",
+    )
+)
 DAY = 86_400.0
 _WORDS = (
     "warranty", "refund", "invoice", "shipping", "battery", "screen", "password", "account",
