@@ -29,7 +29,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +37,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway as bench
 import tracing_query
+from tracing_query import insert_rows
 
 from keel.store.engine import create_engine_for
 from keel.store.migrate import upgrade
-from keel.store.spans import COPY_STATEMENT, insert_statement, span_to_row
+from keel.store.spans import COPY_STATEMENT, span_to_row
 from keel.tracing.otlp import decode_protobuf
 from keel.tracing.semconv import to_span
 
@@ -195,14 +195,9 @@ def run_bare(db_url: str, rows: list[tuple[Any, ...]]) -> float:
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        statement = insert_statement(engine.dialect.paramstyle, 64)
         started = time.perf_counter()
         for start in range(0, len(rows), BATCH):
-            for chunk_start in range(start, min(start + BATCH, len(rows)), 64):
-                chunk = rows[chunk_start : chunk_start + 64]
-                if len(chunk) < 64:
-                    statement = insert_statement(engine.dialect.paramstyle, len(chunk))
-                cursor.execute(statement, tuple(chain.from_iterable(chunk)))
+            insert_rows(cursor, engine.dialect.paramstyle, rows[start : start + BATCH])
             raw.commit()
         elapsed = time.perf_counter() - started
     finally:

@@ -22,6 +22,7 @@ import random
 import sqlite3
 import statistics
 import time
+from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,15 @@ def agent_trace(start: float, steps: int = 100, sub_steps: int = 99) -> list[Spa
     return spans
 
 
+def insert_rows(cursor: Any, paramstyle: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`rows` by multi-row INSERTs of 64 rows (the rest in one shorter statement)."""
+    full = insert_statement(paramstyle, 64)
+    for start in range(0, len(rows), 64):
+        chunk = rows[start : start + 64]
+        statement = full if len(chunk) == 64 else insert_statement(paramstyle, len(chunk))
+        cursor.execute(statement, tuple(chain.from_iterable(chunk)))
+
+
 def build(path: Path, total_spans: int, now: float) -> str:
     """A fresh SQLite database at `path` with `total_spans` spans; the long trace's id."""
     for stale in path.parent.glob(path.name + "*"):
@@ -139,18 +149,11 @@ def build(path: Path, total_spans: int, now: float) -> str:
     connection.execute("PRAGMA synchronous=OFF")
     connection.execute("PRAGMA cache_size=-262144")
     long_trace = agent_trace(now - 3 * 3600)
-    statement = insert_statement("qmark", 64)
     written = 0
     started = time.perf_counter()
 
     def insert(spans: list[Span]) -> None:
-        rows = [span_to_row(span) for span in spans]
-        for start in range(0, len(rows) - 63, 64):
-            connection.execute(statement, tuple(chain.from_iterable(rows[start : start + 64])))
-        rest = rows[len(rows) - len(rows) % 64 :]
-        if rest:
-            one = insert_statement("qmark", len(rest))
-            connection.execute(one, tuple(chain.from_iterable(rest)))
+        insert_rows(connection, "qmark", [span_to_row(span) for span in spans])
 
     insert(long_trace)
     written += len(long_trace)
@@ -201,8 +204,9 @@ def _timed(call: Any, repeats: int) -> list[float]:
     return times
 
 
-def _p95(times: list[float]) -> float:
-    return statistics.quantiles(times, n=20, method="inclusive")[-1]
+def _figure(times: list[float]) -> dict[str, float]:
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[-1]
+    return {"median_ms": statistics.median(times), "p95_ms": p95}
 
 
 def run(procs: bench.Processes, total_spans: int, repeats: int) -> dict[str, Any]:
@@ -250,7 +254,7 @@ def run(procs: bench.Processes, total_spans: int, repeats: int) -> dict[str, Any
     results: dict[str, Any] = {}
     for name, target in cases.items():
         times = _timed(api(target), repeats)
-        results[name] = {"median_ms": statistics.median(times), "p95_ms": _p95(times)}
+        results[name] = _figure(times)
     connection.close()
     procs.stop(pid)
 
@@ -271,7 +275,7 @@ def run(procs: bench.Processes, total_spans: int, repeats: int) -> dict[str, Any
     for name, call in (("bare SQL: newest 50 roots, 24 h", bare_page),
                        ("bare SQL: every span of the trace", bare_trace)):  # fmt: skip
         times = _timed(call, repeats)
-        results[name] = {"median_ms": statistics.median(times), "p95_ms": _p95(times)}
+        results[name] = _figure(times)
     raw.close()
     for stale in path.parent.glob(path.name + "*"):
         stale.unlink()

@@ -187,15 +187,8 @@ class LiveSpan:
 
     def capture_input(self, value: Any, owned: bool = False) -> None:
         """Record `value` as the input (see `capture_output`)."""
-        client = self.client
-        if client is None:
-            return
-        self.input = None
-        self.pending_input = UNSET
-        if is_frozen(value, owned):
-            self.pending_input = value
-        else:
-            self.input = client.capture_json(value)
+        if self.client is not None:
+            self.input, self.pending_input = _captured(self.client, value, owned)
 
     def capture_output(self, value: Any, owned: bool = False) -> None:
         """Record `value` as the output: serialised now, or later if nothing in it can change.
@@ -203,15 +196,8 @@ class LiveSpan:
         `owned` says the SDK built the container itself (the arguments dict, the list of
         yielded items), so only its items need to be immutable to serialise it later.
         """
-        client = self.client
-        if client is None:
-            return
-        self.output = None
-        self.pending_output = UNSET
-        if is_frozen(value, owned):
-            self.pending_output = value
-        else:
-            self.output = client.capture_json(value)
+        if self.client is not None:
+            self.output, self.pending_output = _captured(self.client, value, owned)
 
     def serialise_pending(self) -> None:
         """Serialise what was captured for later (on the exporter thread)."""
@@ -304,3 +290,11 @@ class LiveSpan:
                 root.update(name=name, input=input, output=output)
         except Exception as exc:
             client.log.internal_error("updating a trace", exc)
+
+
+def _captured(client: Client, value: Any, owned: bool) -> tuple[str | None, Any]:
+    """(JSON text now, UNSET) for a value that may still change, else (None, the value)
+    to serialise later on the exporter thread."""
+    if is_frozen(value, owned):
+        return None, value
+    return client.capture_json(value), UNSET

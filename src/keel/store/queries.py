@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
 
@@ -337,24 +337,23 @@ def _heads(
     where: TraceFilter,
     limit: int,
     after: Key | None,
-    among: str | None = None,
-    few: bool = False,
+    among: Collection[str] | None = None,
 ) -> list[Span]:
     """Up to `limit + 1` trace heads in `window` matching `where` (text aside), newest
-    first; only of the traces in `among` (a JSON array of trace ids) when given, `few`
-    of them compared with the heads in the window."""
+    first; only of the traces whose ids are `among`, when given."""
     assert not where.text, "text is searched by _search_heads"
     s = spans_table.alias("s")
     # Among few candidate traces, their trace id index must lead: `+ 0` keeps the planners
     # (SQLite's and PostgreSQL's) off the start time index, which would walk every head
     # in the window and test each against the list. Among many, that walk finds the
     # newest quickly, and leading by trace id would test every candidate's spans.
-    start = s.c.start_time if among is None or not few else s.c.start_time + 0
+    few = among is not None and len(among) <= _FEW_CANDIDATES
+    start = s.c.start_time + 0 if few else s.c.start_time
     query = select(s).where(
         start >= window[0], start < window[1], _is_head(s), *_trace_conditions(s, where)
     )
     if among is not None:
-        query = query.where(s.c.trace_id.in_(_json_strings(connection, among)))
+        query = query.where(s.c.trace_id.in_(_strings(connection, among)))
     if after is not None:
         query = query.where(_key_before(s, after, start))
     query = query.order_by(start.desc(), s.c.span_id.desc()).limit(limit + 1)
@@ -403,18 +402,17 @@ def _search_heads(
         found.update(connection.execute(matching.distinct()).scalars())
         heads: list[Span] = []
         if found:
-            among = orjson.dumps(sorted(found)).decode()
-            few = len(found) <= _FEW_CANDIDATES
-            heads = _heads(connection, window, rest, limit, after, among, few)
+            heads = _heads(connection, window, rest, limit, after, found)
         settled = sum(1 for head in heads if head.start_time >= low)
         if settled > limit or low <= window[0]:
             return heads
         high, size = low, size * 2
 
 
-def _json_strings(connection: Connection, array: str) -> Select[tuple[str]]:
-    """The strings of the JSON array `array` as a subquery: one bound parameter, however
-    many values (SQLite binds at most 32,766)."""
+def _strings(connection: Connection, strings: Collection[str]) -> Select[tuple[str]]:
+    """`strings` as a subquery: one bound parameter (a JSON array), however many values
+    (SQLite binds at most 32,766)."""
+    array = orjson.dumps(sorted(strings)).decode()
     if connection.dialect.name == "sqlite":
         values = func.json_each(literal(array)).table_valued("value")
     else:

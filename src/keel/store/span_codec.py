@@ -11,13 +11,14 @@ straight into a row (`line_to_row`); `decode_span` gives back an equal `Span`.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import orjson
 
 from keel.core.spans import Attempt, Span
 from keel.core.usage import Usage
-from keel.store.spans import RECORD_LENGTH, RECORD_VERSION, clean_json, record_to_row, span_record
+from keel.store.spans import check_record, clean_json, record_to_row, span_record
 
 
 def encode_span(span: Span) -> bytes:
@@ -33,30 +34,19 @@ def line_to_row(line: bytes) -> tuple[Any, ...]:
     """The `spans` row for one line of `encode_span` output; ValueError (or TypeError,
     AttributeError for a record of the right length with values of the wrong types) if
     it is not one."""
-    record = orjson.loads(line)
-    if not isinstance(record, list):
-        raise ValueError("not a span line of this Keel version")
-    return record_to_row(record)
+    return record_to_row(orjson.loads(line))
 
 
 def decode_span(line: bytes) -> Span:
     """The `Span` one line of `encode_span` output stands for; ValueError if it is not one."""
-    raw = orjson.loads(line)
-    if not isinstance(raw, list) or len(raw) != RECORD_LENGTH or raw[0] != RECORD_VERSION:
-        raise ValueError("not a span line of this Keel version")
-    (
-        _, trace_id, span_id, name, kind, start_time, end_time, parent_span_id, status,
-        status_code, error, alias, provider, model, deployment, usage, cost_usd, unpriced,
-        price, ttft_ms, stream, user_id, session_id, tags, metadata, input_, output, params,
-        attempts, attributes,
-    ) = raw  # fmt: skip
-    return Span(
-        trace_id=trace_id, span_id=span_id, name=name, kind=kind, start_time=start_time,
-        end_time=end_time, parent_span_id=parent_span_id, status=status,
-        status_code=status_code, error=error, alias=alias, provider=provider, model=model,
-        deployment=deployment, usage=None if usage is None else Usage(*usage),
-        cost_usd=cost_usd, unpriced=unpriced, price=price, ttft_ms=ttft_ms, stream=stream,
-        user_id=user_id, session_id=session_id, tags=tags, metadata=metadata, input=input_,
-        output=output, params=params, attempts=[Attempt(*a) for a in attempts],
-        attributes=attributes,
-    )  # fmt: skip
+    record = orjson.loads(line)
+    check_record(record)
+    values = record[1:]  # Span's fields in their declared order
+    usage = values[_USAGE]
+    values[_USAGE] = None if usage is None else Usage(*usage)
+    values[_ATTEMPTS] = [Attempt(*attempt) for attempt in values[_ATTEMPTS]]
+    return Span(*values)
+
+
+_FIELD_NAMES = [field.name for field in fields(Span)]
+_USAGE, _ATTEMPTS = _FIELD_NAMES.index("usage"), _FIELD_NAMES.index("attempts")

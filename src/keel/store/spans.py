@@ -136,6 +136,15 @@ def span_record(span: Span) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def check_record(record: Any) -> None:
+    """ValueError unless `record` is a span record of this version (`span_record`'s shape:
+    the version, then `Span`'s fields in their declared order)."""
+    if not isinstance(record, list | tuple) or len(record) != RECORD_LENGTH:
+        raise ValueError("not a span record of this Keel version")
+    if record[0] != RECORD_VERSION:
+        raise ValueError("not a span record of this Keel version")
+
+
 def record_to_row(record: Sequence[Any]) -> tuple[Any, ...]:
     """The `spans` row (`ROW_COLUMNS` order) for a record of `span_record`'s shape, sanitised,
     JSON already serialised. ValueError for a record of another version or length.
@@ -143,8 +152,7 @@ def record_to_row(record: Sequence[Any]) -> tuple[Any, ...]:
     Plain tuples for multi-row INSERTs: SQLAlchemy's per-row bind processing cost several
     times more than the insert itself.
     """
-    if len(record) != RECORD_LENGTH or record[0] != RECORD_VERSION:
-        raise ValueError("not a span record of this Keel version")
+    check_record(record)
     (
         _, trace_id, span_id, name, kind, start_time, end_time, parent_span_id, status,
         status_code, error, alias, provider, model, deployment, usage, cost_usd, unpriced,

@@ -38,7 +38,7 @@ from keel.store.spans import COPY_STATEMENT, MAX_ROWS_PER_INSERT, insert_stateme
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_HURRY_SIZES = tuple(s for s in (64, 16, 4, 1) if s <= MAX_ROWS_PER_INSERT)
+_BEHIND_SIZES = tuple(s for s in (64, 16, 4, 1) if s <= MAX_ROWS_PER_INSERT)
 
 _MAX_BACKOFF_S = 5.0
 
@@ -368,7 +368,7 @@ class SpanWriter:
             while start < len(rows):
                 # Only a few statement sizes: drivers cache one prepared statement per
                 # distinct SQL text, and one per row count (1..256) grew RSS by tens of MB.
-                sizes = _HURRY_SIZES if behind() else self._chunk_sizes
+                sizes = _BEHIND_SIZES if behind() else self._chunk_sizes
                 size = next(s for s in sizes if s <= len(rows) - start)
                 chunk = rows[start : start + size]
                 start += size

@@ -52,9 +52,9 @@ def test_a_line_that_is_not_a_span_is_an_error(line: bytes) -> None:
 
 def test_every_span_field_is_carried() -> None:
     # A field added to Span but not to the codec would silently vanish between processes.
-    from keel.store import span_codec
+    from keel.store import spans
 
-    assert len(Span.__slots__) + 1 == span_codec.RECORD_LENGTH
+    assert len(Span.__slots__) + 1 == spans.RECORD_LENGTH
 
 
 def test_the_recording_process_makes_the_same_row_as_the_span_would(
