@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, inspect
 
 from keel.core.errors import KeelError
 from keel.gateway.pipeline import Gateway
+from keel.gateway.prompting import PromptApplier
 from keel.gateway.recorder import Recorder
 from keel.gateway.router import Router
+from keel.prompts.cache import PromptCache
+from keel.prompts.registry import PromptRegistry
 from keel.providers.registry import create_provider
 from keel.providers.transport import HttpTransport
 from keel.settings import Settings
 from keel.store.engine import create_engine_for
 from keel.store.migrate import upgrade
+from keel.store.prompts import PromptStore
 from keel.store.queries import TraceQueries
 from keel.store.scores import ScoreRepository
 from keel.store.spans import SpanRepository
@@ -24,6 +30,8 @@ from keel.store.writer_process import ProcessSpanWriter
 from keel.tracing.ingest import Ingestor
 
 log = logging.getLogger("keel")
+# How soon a push or label move made by another process reaches this one's prompt cache.
+PROMPT_REFRESH_S = 2.0
 
 
 @dataclass
@@ -38,14 +46,22 @@ class Container:
     ingestor: Ingestor
     scores: ScoreRepository
     queries: TraceQueries
+    prompts: PromptRegistry
+    prompt_cache: PromptCache
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Open the upstream pool and start the span writer (inside the event loop)."""
+        """Open the upstream pool, start the span writer and the prompt cache's watch."""
         await self.transport.start()
         self.writer.start()
+        self._tasks.append(asyncio.create_task(self.prompt_cache.follow(PROMPT_REFRESH_S)))
 
     async def stop(self) -> None:
         """Finish token counts, close the upstream pool, drain every queued span."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.recorder.drain()
         await self.transport.close()
         self.writer.close()
@@ -83,7 +99,18 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     gateway = Gateway(Router(settings.aliases, providers), settings.retry, recorder)
     ingestor = Ingestor(writer, settings.prices)
     scores, queries = ScoreRepository(engine), TraceQueries(engine)
-    return Container(settings, transport, writer, recorder, gateway, ingestor, scores, queries)
+    prompts = PromptRegistry(PromptStore(engine))
+    prompt_cache = PromptCache(prompts)
+    prompts.on_change = prompt_cache.forget
+    return Container(
+        settings, transport, writer, recorder, gateway, ingestor, scores, queries, prompts,
+        prompt_cache,
+    )  # fmt: skip
+
+
+def prompt_applier(container: Container) -> PromptApplier:
+    """What the chat route uses to serve requests that name a prompt."""
+    return PromptApplier(container.prompt_cache)
 
 
 def open_spans(settings: Settings) -> SpanRepository:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from keel.core.audit import AuditEvent
+from keel.core.prompts import PromptTemplate, PromptVersion
+from keel.core.rollout import LabelEvent, Target
 from keel.core.spans import Span
 from keel.core.usage import Usage
 
@@ -81,3 +84,56 @@ class SpanQueue(SpanSink, Protocol):
     """A sink with a bounded queue that says how many more spans it can take now."""
 
     def room(self) -> int: ...
+
+
+# Given a label's current targets (None: the label does not exist yet) and its events,
+# the targets to move it to and the id of the event a rollback reverts (else None).
+LabelChange = Callable[
+    [tuple[Target, ...] | None, Sequence[LabelEvent]], tuple[tuple[Target, ...], int | None]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """What a push asks the registry to store."""
+
+    template: PromptTemplate
+    content_hash: str
+    pins: dict[str, int]
+    author: str | None
+    message: str | None
+    source_path: str | None
+    git_commit: str | None
+
+
+class PromptRepository(Protocol):
+    """Prompt versions, labels, label events and the audit log (blocking calls)."""
+
+    def latest(self, name: str) -> PromptVersion | None: ...
+
+    def version(self, name: str, version: int) -> PromptVersion | None: ...
+
+    def versions(self, name: str) -> list[PromptVersion]: ...
+
+    def names(self) -> list[str]: ...
+
+    def labels(self, name: str) -> dict[str, tuple[Target, ...]]: ...
+
+    def label_events(self, name: str, label: str | None = None) -> list[LabelEvent]: ...
+
+    def add_version(self, new: NewVersion, at: float) -> PromptVersion:
+        """Store the next version of the prompt, move `latest` to it and audit the push,
+        in one transaction."""
+        ...
+
+    def move_label(
+        self, name: str, label: str, action: str, change: LabelChange, actor: str | None, at: float
+    ) -> LabelEvent:
+        """Apply `change` to the label and audit it, in one transaction."""
+        ...
+
+    def audit_events(self, target: str | None = None, limit: int = 100) -> list[AuditEvent]: ...
+
+    def revision(self) -> int:
+        """A number that grows with every push and label move (for caches to notice)."""
+        ...

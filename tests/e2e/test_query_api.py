@@ -444,10 +444,11 @@ def test_every_route_is_guarded_by_the_master_key_and_documented_exactly(
     app = running.server.config.app
     assert isinstance(app, KeelApp)
     routes = app.api.routes
-    assert len(routes) == 8
+    assert len(routes) == 21
     for route in routes:
         url = running.url + route.pattern.replace("{trace_id}", "a" * 32)
-        url = url.replace("{session_id}", "s")
+        for name, value in {"session_id": "s", "name": "p", "label": "l", "selector": "1"}.items():
+            url = url.replace("{" + name + "}", value)
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             refused = httpx.request(route.method, url, headers=headers, json={})
             assert refused.status_code == 401, route.pattern

@@ -28,6 +28,7 @@ class Call:
     session_id: str | None = None
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] | None = None  # extra span attributes (the prompt used)
 
 
 def _is_number(value: Any) -> bool:

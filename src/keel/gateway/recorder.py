@@ -98,6 +98,8 @@ class Recorder:
             params={k: v for k, v in call.body.items() if k not in _NOT_PARAMS},
             attempts=attempts,
         )
+        if call.attributes:
+            span.attributes = dict(call.attributes)
         if self._capture:
             span.input = call.body.get("messages", call.body.get("input"))
             span.output = output

@@ -7,7 +7,8 @@ each in a worker thread together with its serialisation (orjson), so neither the
 database nor a large response ever holds up the event loop that also serves the
 gateway. The threads are the API's own, a few of them: slow dashboard queries queue
 there instead of taking the default executor the gateway uses (token counting).
-Raw ASGI handlers (`POST /api/scores`) can be mounted beside them.
+Routes that take a JSON body (`POST`, `PUT`) get it parsed into `Request.body`;
+raw ASGI handlers (`POST /api/scores`) can be mounted beside them.
 
 Every error is an RFC 9457 problem document: 401 without the master key, 404 for an
 unknown path, 405 (with `Allow`) for a known path and another method, 400 naming the
@@ -32,14 +33,25 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
+from keel.core.errors import GatewayError
 from keel.server.api_scores import problem
-from keel.server.asgi import Message, Receive, Scope, Send, header_map, send_bytes
+from keel.server.asgi import (
+    ClientGone,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    read_body,
+    send_bytes,
+)
 
 log = logging.getLogger("keel.server.api")
 
 AsgiHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
 Authorize = Callable[[dict[bytes, bytes]], bool]
 _MAX_FIELDS = 200
+BODY_LIMIT = 4 * 1024 * 1024
 
 
 class BadParameter(Exception):
@@ -54,11 +66,14 @@ class BadParameter(Exception):
 class ApiProblem(Exception):
     """Any other answer that is not a success: status, title and what to do."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
+        self.errors = errors
 
 
 def encode_cursor(kind: str, key: tuple[float, str]) -> str:
@@ -212,10 +227,11 @@ def _unknown(name: str, allowed: Iterable[str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What a JSON handler sees: the path parameters and the query string."""
+    """What a JSON handler sees: the path parameters, the query string, the JSON body."""
 
     path: dict[str, str]
     query: Query
+    body: Any = None
 
 
 JsonHandler = Callable[[Request], Any]
@@ -231,6 +247,7 @@ class Route:
     regex: re.Pattern[str]
     handler: JsonHandler | None = None
     asgi: AsgiHandler | None = None
+    takes_body: bool = False
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -267,6 +284,21 @@ class ApiRouter:
             Route("GET", pattern, frozenset(parameters), _compile(pattern), handler=handler)
         )
 
+    def send(
+        self, method: str, pattern: str, handler: JsonHandler, parameters: Iterable[str] = ()
+    ) -> None:
+        """Serve `method pattern` (POST, PUT) with a JSON handler that gets the JSON body."""
+        self._routes.append(
+            Route(
+                method,
+                pattern,
+                frozenset(parameters),
+                _compile(pattern),
+                handler=handler,
+                takes_body=True,
+            )
+        )
+
     def mount(self, method: str, pattern: str, handler: AsgiHandler) -> None:
         """Serve `method pattern` with a raw ASGI handler (it reads its own body)."""
         self._routes.append(Route(method, pattern, frozenset(), _compile(pattern), asgi=handler))
@@ -293,7 +325,16 @@ class ApiRouter:
                 await route.asgi(scope, receive, send)
                 return
             params = {name: unquote(value) for name, value in match.groupdict().items()}
-            await self._json(route, params, scope, send)
+            body = None
+            if route.takes_body:
+                try:
+                    body = await _json_body(scope, receive)
+                except ClientGone:
+                    return
+                except ApiProblem as exc:
+                    await problem(send, exc.status, exc.title, exc.detail)
+                    return
+            await self._json(route, params, scope, send, body)
             return
         if allowed:
             allow = ", ".join(sorted(set(allowed)))
@@ -311,18 +352,22 @@ class ApiRouter:
             f"No API route {scope['path']}; GET /api/openapi.json lists them.",
         )
 
-    async def _json(self, route: Route, params: dict[str, str], scope: Scope, send: Send) -> None:
+    async def _json(
+        self, route: Route, params: dict[str, str], scope: Scope, send: Send, body: Any = None
+    ) -> None:
         query_string: bytes = scope.get("query_string", b"")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="keel-api")
         loop = asyncio.get_running_loop()
         try:
-            payload = await loop.run_in_executor(self._executor, _run, route, params, query_string)
+            payload = await loop.run_in_executor(
+                self._executor, _run, route, params, query_string, body
+            )
         except BadParameter as exc:
             errors = [{"parameter": exc.parameter, "message": exc.message}]
             await problem(send, 400, "Invalid query parameter", str(exc), errors)
         except ApiProblem as exc:
-            await problem(send, exc.status, exc.title, exc.detail)
+            await problem(send, exc.status, exc.title, exc.detail, exc.errors)
         except Exception:
             log.exception("%s %s failed", route.method, scope["path"])
             await problem(
@@ -332,11 +377,25 @@ class ApiRouter:
             await send_bytes(send, 200, payload)
 
 
-def _run(route: Route, params: dict[str, str], query_string: bytes) -> bytes:
+def _run(route: Route, params: dict[str, str], query_string: bytes, body: Any) -> bytes:
     """Parse, answer and serialise one request: the part that runs in a worker thread."""
     assert route.handler is not None
-    request = Request(params, Query(query_string, route.parameters))
+    request = Request(params, Query(query_string, route.parameters), body)
     return orjson.dumps(route.handler(request))
+
+
+async def _json_body(scope: Scope, receive: Receive) -> Any:
+    """The request's JSON body (an empty body is an empty object); ApiProblem otherwise."""
+    try:
+        raw = await read_body(receive, header_map(scope), BODY_LIMIT)
+    except GatewayError as exc:
+        raise ApiProblem(413, "Payload Too Large", exc.message) from None
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiProblem(400, "Invalid JSON", f"The body is not valid JSON: {exc}") from None
 
 
 def _raw_path(scope: Scope) -> str:

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
-from keel.bootstrap import Container
+from keel.bootstrap import Container, prompt_applier
 from keel.core.errors import GatewayError
+from keel.server.api_prompts import PromptRoutes
 from keel.server.api_router import ApiRouter
 from keel.server.api_scores import ScoreRoutes
 from keel.server.api_traces import TraceRoutes
@@ -36,6 +37,7 @@ class KeelApp:
             container.gateway,
             master_key=container.settings.master_key,
             max_body_bytes=container.settings.max_body_bytes,
+            prompts=prompt_applier(container),
         )
         otlp = OtlpRoutes(
             container.ingestor, routes, max_body_bytes=container.settings.max_body_bytes
@@ -43,6 +45,7 @@ class KeelApp:
         self.api = ApiRouter(routes.authorized)
         self.api.mount("POST", "/api/scores", ScoreRoutes(container.scores, routes).create)
         TraceRoutes(container.queries).register(self.api)
+        PromptRoutes(container.prompts).register(self.api)
         document = openapi_document()
         self.api.get("/api/openapi.json", lambda _request: document)
         self._routes: dict[tuple[str, str], Handler] = {

@@ -19,6 +19,7 @@ from keel.core.errors import GatewayError
 from keel.core.ids import new_span_id, new_trace_id, parse_traceparent
 from keel.gateway.call import Call, validate_chat_body, validate_embeddings_body
 from keel.gateway.pipeline import Gateway
+from keel.gateway.prompting import PromptApplier
 from keel.server.asgi import (
     SSE_HEADERS,
     ClientGone,
@@ -87,8 +88,16 @@ class DisconnectWatch:
 class OpenAIRoutes:
     """Handlers for /v1; `models_body` is prepared once since aliases are fixed at start."""
 
-    def __init__(self, gateway: Gateway, *, master_key: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        master_key: str | None,
+        max_body_bytes: int,
+        prompts: PromptApplier | None = None,
+    ) -> None:
         self._gateway = gateway
+        self._prompts = prompts
         self._master_key = master_key.encode() if master_key else None
         self._limit = max_body_bytes
         self._models_body = orjson.dumps(
@@ -117,7 +126,7 @@ class OpenAIRoutes:
         await send_bytes(send, 200, self._models_body)
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        call = await self._call(scope, receive, send, validate_chat_body)
+        call = await self._call(scope, receive, send, validate_chat_body, self._prompts)
         if call is not None:
             await self._respond(call, receive, send, self._chat)
 
@@ -160,7 +169,14 @@ class OpenAIRoutes:
                 await frames.aclose()
         await send({"type": "http.response.body", "body": b""})
 
-    async def _call(self, scope: Scope, receive: Receive, send: Send, validate: Any) -> Call | None:
+    async def _call(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        validate: Any,
+        prompts: PromptApplier | None = None,
+    ) -> Call | None:
         """Auth, body, validation and trace context; None when an error was already sent."""
         started_at = time.time()
         started_perf = time.perf_counter()
@@ -177,8 +193,14 @@ class OpenAIRoutes:
                     f"The request body is not valid JSON (or not valid UTF-8): {exc}",
                     code="invalid_json",
                 ) from None
+            use = None
+            if prompts is not None and type(body) is dict and "prompt" in body:
+                use = await prompts.apply(body, _unit(body, headers))
             body = validate(body)
-            return _make_call(body, headers, started_at, started_perf)
+            call = _make_call(body, headers, started_at, started_perf)
+            if use is not None:
+                call.attributes = use.attributes()
+            return call
         except GatewayError as exc:
             await send_error(send, exc)
         except ClientGone:
@@ -226,6 +248,17 @@ def _make_call(
             )
         call.metadata = metadata
     return call
+
+
+def _unit(body: dict[str, Any], headers: dict[bytes, bytes]) -> str:
+    """Who a prompt rollout assigns: the user, else the session, else this request alone."""
+    user = _text(headers.get(b"x-keel-user")) or body.get("user")
+    if isinstance(user, str) and user:
+        return f"user:{user}"
+    session = _text(headers.get(b"x-keel-session"))
+    if session:
+        return f"session:{session}"
+    return f"request:{new_trace_id()}"
 
 
 def _text(value: bytes | None) -> str | None:

@@ -13,12 +13,14 @@ from typing import Any
 
 from keel.server.api_scores import ScoreBody
 from keel.server.api_traces import CHILDREN_LIMIT, LIST_LIMIT, TREE_LIMIT, TURNS_LIMIT
+from keel.server.openapi_prompts import prompt_paths, prompt_schemas
 
 JSON = dict[str, Any]
 
 _DESCRIPTION = """\
 Read what Keel recorded: traces (filtered, paginated), one trace as a tree, sessions as
-conversations, users; attach scores.
+conversations, users; attach scores. Manage prompts: push versions, move labels, roll
+out gradually, roll back; read the audit log.
 
 - **Times** in requests (`from`, `to`) are epoch seconds or ISO 8601 (UTC unless an
   offset is given; write `+` as `%2B`). Times in responses are **epoch seconds** as
@@ -508,9 +510,9 @@ def openapi_document() -> JSON:
         "info": {"title": "Keel API", "version": package_version, "description": _DESCRIPTION},
         "servers": [{"url": "/"}],
         "security": [{"masterKey": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **prompt_paths()},
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **prompt_schemas()},
             "responses": responses,
             "securitySchemes": {
                 "masterKey": {

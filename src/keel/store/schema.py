@@ -152,3 +152,74 @@ class ScoreRecord(Base):
 
 
 scores_table = cast(Table, ScoreRecord.__table__)
+
+
+class PromptVersionRecord(Base):
+    """One immutable prompt version; see `keel.core.prompts.PromptVersion`."""
+
+    __tablename__ = "prompt_versions"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(10))
+    document: Mapped[dict[str, Any]] = mapped_column(json_type())
+    content_hash: Mapped[str] = mapped_column(String(64))
+    pins: Mapped[dict[str, int]] = mapped_column(json_type())
+    author: Mapped[str | None] = mapped_column(String)
+    message: Mapped[str | None] = mapped_column(Text)
+    source_path: Mapped[str | None] = mapped_column(String)
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class PromptLabelRecord(Base):
+    """Where a label of a prompt points now: `targets` is `[{version, weight}, ...]`."""
+
+    __tablename__ = "prompt_labels"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    label: Mapped[str] = mapped_column(String(50), primary_key=True)
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(json_type())
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class PromptLabelEventRecord(Base):
+    """One move of a label, oldest first by id; the newest id is the registry's revision."""
+
+    __tablename__ = "prompt_label_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(50))
+    action: Mapped[str] = mapped_column(String(20))
+    from_targets: Mapped[list[dict[str, Any]] | None] = mapped_column(json_type())
+    to_targets: Mapped[list[dict[str, Any]]] = mapped_column(json_type())
+    undoes: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str | None] = mapped_column(String)
+    at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_prompt_label_events_name_label", "name", "label"),)
+
+
+class AuditEventRecord(Base):
+    """Who changed what, when, from what to what; see `keel.core.audit.AuditEvent`."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Double)
+    actor: Mapped[str | None] = mapped_column(String)
+    action: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str] = mapped_column(String)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_target_at", "target", "at"),
+    )
+
+
+prompt_versions_table = cast(Table, PromptVersionRecord.__table__)
+prompt_labels_table = cast(Table, PromptLabelRecord.__table__)
+prompt_label_events_table = cast(Table, PromptLabelEventRecord.__table__)
+audit_events_table = cast(Table, AuditEventRecord.__table__)

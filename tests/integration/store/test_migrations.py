@@ -37,9 +37,10 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert current(blank_db_url) is None
 
     upgrade(blank_db_url)
-    assert current(blank_db_url) == head() == "0004"
+    assert current(blank_db_url) == head() == "0005"
     tables, indexes = _tables_and_indexes(blank_db_url)
-    assert {"spans", "scores"} <= tables
+    prompt_tables = {"prompt_versions", "prompt_labels", "prompt_label_events", "audit_events"}
+    assert {"spans", "scores", *prompt_tables} <= tables
     assert indexes == SPAN_INDEXES
 
     downgrade(blank_db_url, "base")
@@ -48,7 +49,11 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert "spans" not in tables
 
     upgrade(blank_db_url)  # a downgraded database can be upgraded again
-    assert current(blank_db_url) == "0004"
+    assert current(blank_db_url) == "0005"
+
+    downgrade(blank_db_url, "0004")  # the registry's tables go, the spans stay
+    tables, _ = _tables_and_indexes(blank_db_url)
+    assert "spans" in tables and not prompt_tables & tables
 
     downgrade(blank_db_url, "0001")  # one step back: the full indexes again
     assert current(blank_db_url) == "0001"

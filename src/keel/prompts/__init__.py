@@ -1,0 +1,1 @@
+"""The prompt registry: files, rules, diffs and the gateway's resolution cache."""
