@@ -15,6 +15,9 @@ Keel recording every call into SQLite with `capture: {messages: true}`):
    ((keel_200 - direct_200) - (keel_1 - direct_1)) / 199. Target: <= 30 us.
 4. Memory: a fresh Keel's VmRSS, gateway plus recording process, after ~100k requests
    vs after ~10k (c50, queue drained before reading). Target: ratio <= 1.2.
+6. A request that names a prompt (`"prompt": {"name": "rag_qa", ...}`: resolved from the
+   in-process cache, rendered, the version recorded) vs the same request with the
+   rendered messages inline, both through Keel at concurrency 1. Target: <= 0.1 ms p50.
 5. LiteLLM's proxy (pinned version, own virtualenv in benchmarks/.work/litellm-venv, one
    worker, offline) on the same loads: Keel/LiteLLM throughput (goal >= 30x) and LiteLLM's
    added p50 / Keel's added p50 (goal >= 10x).
@@ -74,6 +77,11 @@ TARGET_ADDED_P99_MS = 1.5
 TARGET_THROUGHPUT_RATIO = 0.8
 TARGET_CHUNK_US = 30.0
 TARGET_RSS_RATIO = 1.2
+TARGET_PROMPT_ADDED_MS = 0.1
+PROMPT_VARIABLES = {
+    "context": "[Source: warranty.md] The warranty lasts two years from the date of purchase.",
+    "query": "How long is the warranty?",
+}
 GOAL_LITELLM_THROUGHPUT = 30.0
 GOAL_LITELLM_ADDED_P50 = 10.0
 
@@ -612,6 +620,11 @@ def run(procs: Processes, args: argparse.Namespace, rounds: int, d: Durations) -
     auth = {"Authorization": f"Bearer {MASTER_KEY}"}  # LiteLLM needs it; the others ignore it
     chat = lua_script("chat", CHAT_BODY, auth)
     chat_timed = lua_script("chat-c1", CHAT_BODY, auth, timed=True)
+    inline_body, prompt_body = register_prompt(servers.keel)
+    prompt_scripts = {
+        "keel-inline": lua_script("prompt-inline", inline_body, auth, timed=True),
+        "keel-prompt": lua_script("prompt-named", prompt_body, auth, timed=True),
+    }
     path = "/v1/chat/completions"
     cpu = args.wrk_cpu
 
@@ -630,7 +643,11 @@ def run(procs: Processes, args: argparse.Namespace, rounds: int, d: Durations) -
     print("\n== 1. added latency, concurrency 1 (recording on) ==")
     for base in c1.values():
         run_wrk(base + path, chat_timed, connections=1, seconds=d.warmup_s, cpu=cpu)
-    lat = rounds_of({n: load(b, chat_timed, 1, d.c1_s) for n, b in c1.items()}, rounds, "c1")
+    c1_loads = {n: load(b, chat_timed, 1, d.c1_s) for n, b in c1.items()}
+    for name, script in prompt_scripts.items():
+        run_wrk(servers.keel + path, script, connections=1, seconds=d.warmup_s, cpu=cpu)
+        c1_loads[name] = load(servers.keel, script, 1, d.c1_s)
+    lat = rounds_of(c1_loads, rounds, "c1")
 
     # 2 + 5: throughput at concurrency 50
     print("\n== 2. throughput, concurrency 50, one worker (recording on) ==")
@@ -664,6 +681,51 @@ def run(procs: Processes, args: argparse.Namespace, rounds: int, d: Durations) -
     memory = measure_memory(procs, config, chat, d, cpu)
 
     return summarize(meta, servers, lat, thr, stream, memory, recording, traces)
+
+
+def register_prompt(keel: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Push examples/prompts to `keel` (alias `bench`), label rag_qa production; return a
+    request with the rendered messages inline and the same request naming the prompt."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from keel.prompts.files import load_prompt_file, prompt_files
+
+    documents = []
+    for file in prompt_files([ROOT / "examples" / "prompts"]):
+        document = load_prompt_file(file)[0].as_document()
+        if "model" in document:
+            document["model"] = {**document["model"], "alias": "bench"}
+        documents.append({"document": document})
+    auth = {"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"}
+
+    def send(method: str, path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(
+            keel + path, data=json.dumps(body).encode(), headers=auth, method=method
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())
+
+    send("POST", "/api/prompts/push", {"prompts": documents, "author": "bench"})
+    send("PUT", "/api/prompts/rag_qa/labels/production", {"version": 1})
+    with urllib.request.urlopen(
+        urllib.request.Request(keel + "/api/prompts/rag_qa/versions/production", headers=auth)
+    ) as answer:
+        version = json.loads(answer.read())
+    named = {"prompt": {"name": "rag_qa", "variables": PROMPT_VARIABLES}}
+    from keel.core.prompts import version_from_json
+    from keel.core.templates import PromptRenderer
+
+    included = {}
+    for reference, number in version["pins"].items():
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                f"{keel}/api/prompts/{reference}/versions/{number}", headers=auth
+            )
+        ) as answer:
+            included[f"{reference}@{number}"] = version_from_json(json.loads(answer.read()))
+    messages = PromptRenderer(version_from_json(version), included).render(PROMPT_VARIABLES)
+    inline = {"model": "bench", "messages": messages, **version["document"]["model"]}
+    del inline["alias"]
+    return inline, named
 
 
 def keel_traces(config: Path, db: Path) -> int:
@@ -819,6 +881,28 @@ def summarize(
             "",
             None,
             f"keel {wrk99['keel']:.3f} ms, direct {wrk99['direct']:.3f} ms",
+        ),
+    ]
+    # A named prompt vs the same messages inline: the median of each round's difference.
+    prompt_added = statistics.median(
+        named.p50_ms - inline.p50_ms
+        for named, inline in zip(lat["keel-prompt"], lat["keel-inline"], strict=True)
+    )
+    rows += [
+        Row(
+            "c1 prompt named / inline p50",
+            med(lat["keel-prompt"], "p50_ms"),
+            "ms",
+            "",
+            None,
+            f"inline {med(lat['keel-inline'], 'p50_ms'):.3f} ms",
+        ),
+        Row(
+            "added by naming a prompt, p50",
+            prompt_added,
+            "ms",
+            f"<= {TARGET_PROMPT_ADDED_MS}",
+            prompt_added <= TARGET_PROMPT_ADDED_MS,
         ),
     ]
     k_rps, p_rps = med(thr["keel"], "rps"), med(thr["passthrough"], "rps")

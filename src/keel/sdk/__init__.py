@@ -11,11 +11,15 @@
     keel.update_current_trace(user_id="u-1", session_id="s-9", tags=["beta"])
     client = keel.openai_client()  # requests carry the current span's traceparent
     keel.score("thumbs", True, trace_id=trace_id, source="human")
+    prompt = keel.get_prompt("rag_qa", fallback="Answer: {{ question }}")  # cached, see sdk.prompts
+    text = prompt.render(question="Why?")
 
 Spans are exported in the background (OTLP/HTTP JSON to `{host}/v1/traces`);
 the SDK never raises into the application and never makes it wait for the
-server. Settings: `keel.configure(...)` or `KEEL_*` variables, see
-`keel.sdk.config`. Depends on the standard library and `keel.core` only.
+server, except `get_prompt`: its first call for a prompt waits for the answer,
+and it raises what `keel.sdk.prompts` documents. Settings: `keel.configure(...)`
+or `KEEL_*` variables, see `keel.sdk.config`. Depends on the standard library
+and `keel.core` only.
 """
 
 from keel.sdk.block import SpanBlock, span
@@ -30,6 +34,7 @@ from keel.sdk.current import (
 from keel.sdk.exporter import ExportStats
 from keel.sdk.observe import observe
 from keel.sdk.openai_clients import async_openai_client, openai_client
+from keel.sdk.prompts import Prompt, PromptNotFound, PromptUnavailable, get_prompt
 from keel.sdk.propagation import trace_headers
 from keel.sdk.scores import score
 from keel.sdk.spans import SPAN_KINDS, LiveSpan
@@ -39,6 +44,9 @@ __all__ = [
     "Client",
     "ExportStats",
     "LiveSpan",
+    "Prompt",
+    "PromptNotFound",
+    "PromptUnavailable",
     "SdkConfig",
     "SpanBlock",
     "async_openai_client",
@@ -47,6 +55,7 @@ __all__ = [
     "current_trace_id",
     "flush",
     "get_client",
+    "get_prompt",
     "observe",
     "openai_client",
     "score",

@@ -1,19 +1,22 @@
 """The prompt repository: versions, labels, label events and their audit events, in SQL.
 
 Every write is one transaction that also appends its audit event, so the log
-cannot miss a change. The next version number is the highest plus one; two
-pushes racing for it collide on the primary key and the loser tries again. A
+cannot miss a change. The next version number is the highest plus one; pushes of
+one prompt take a transaction-scoped advisory lock on PostgreSQL, so they queue
+instead of racing (on SQLite the one writer serialises them, and a push that
+still collides on the primary key counts again). A
 label move reads the label `FOR UPDATE` (PostgreSQL; SQLite has one writer), so
 two moves cannot both start from the same state.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from keel.core.audit import AuditEvent
 from keel.core.prompts import PromptVersion, parse_document
@@ -136,13 +139,19 @@ class PromptStore:
             try:
                 with self._engine.begin() as connection:
                     return self._add_version(connection, new, at)
-            except IntegrityError:  # another push took the number; count again
+            except (IntegrityError, OperationalError):  # another push took the number, or
+                # SQLite refused to upgrade a read to a write while another push wrote
                 if attempt == _PUSH_TRIES - 1:
                     raise
+                time.sleep(0.01 * (attempt + 1))
         raise AssertionError(f"unreachable: pushing {name}")
 
     def _add_version(self, connection: Connection, new: NewVersion, at: float) -> PromptVersion:
         name = new.template.name
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"keel.prompt:{name}"}
+            )
         highest = connection.execute(
             select(func.max(_VERSIONS.version)).where(_VERSIONS.name == name)
         ).scalar()
