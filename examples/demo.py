@@ -83,6 +83,7 @@ def main() -> int:
             check=False,
         )
         _rag_demo(env, tag)
+        _prompts_demo(env, tag)
         print(
             f"\n{tag}Gateway running at http://127.0.0.1:{PORT}/v1 (database .keel/demo.db). "
             "Try:\n  KEEL_DATABASE_URL=sqlite:///.keel/demo.db .venv/bin/keel traces list\n"
@@ -180,6 +181,32 @@ def _rag_demo(env: dict[str, str], tag: str) -> None:
     print(f"\n{tag}`keel traces tree {trace}`:")
     tree = [sys.executable, "-m", "keel.cli.main", "traces", "tree", trace]
     subprocess.run(tree, env=env, check=False)
+
+
+def _prompts_demo(env: dict[str, str], tag: str) -> None:
+    """Push examples/prompts, label rag_qa production, call the gateway by the prompt's name."""
+    print(f"\n{tag}Prompts from git (examples/prompts) through the registry:")
+    keel = [sys.executable, "-m", "keel.cli.main", "prompts"]
+    env = {**env, "KEEL_URL": f"http://127.0.0.1:{PORT}"}
+    for step in (
+        ["push", str(ROOT / "examples" / "prompts"), "-m", "demo"],
+        ["label", "rag_qa", "1", "production"],
+    ):
+        print(f"$ keel prompts {' '.join(step)}")
+        subprocess.run([*keel, *step], env=env, check=False)
+    client = OpenAI(base_url=f"http://127.0.0.1:{PORT}/v1", api_key="unused", max_retries=0)
+    variables = {"context": "[Source: warranty.md] Two years.", "query": "How long?"}
+    reply = client.chat.completions.with_raw_response.create(
+        model="fast",
+        messages=[],
+        extra_body={"prompt": {"name": "rag_qa", "variables": variables}},
+        extra_headers={"x-keel-user": "alice"},
+    )
+    answer = reply.parse().choices[0].message.content
+    print(f"{tag}rag_qa@production <- alice: {variables['query']}\n{tag}      -> {answer}")
+    print(f"  (trace {reply.headers['x-keel-trace-id']}: the span records keel.prompt.version)")
+    print("$ keel prompts history rag_qa")
+    subprocess.run([*keel, "history", "rag_qa"], env=env, check=False)
 
 
 def _wait_recorded(url: str) -> None:

@@ -48,6 +48,7 @@ class Container:
     queries: TraceQueries
     prompts: PromptRegistry
     prompt_cache: PromptCache
+    engine: Engine | None = None  # the in-process pool, closed at stop
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -65,6 +66,8 @@ class Container:
         await self.recorder.drain()
         await self.transport.close()
         self.writer.close()
+        if self.engine is not None:
+            self.engine.dispose()
         stats = self.writer.stats()
         log.info("span writer drained: %s", stats.as_dict())
 
@@ -104,7 +107,7 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     prompts.on_change = prompt_cache.forget
     return Container(
         settings, transport, writer, recorder, gateway, ingestor, scores, queries, prompts,
-        prompt_cache,
+        prompt_cache, engine,
     )  # fmt: skip
 
 

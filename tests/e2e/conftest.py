@@ -19,6 +19,7 @@ import openai
 import pytest
 import uvicorn
 from click.testing import CliRunner, Result
+from sqlalchemy import Engine
 
 from keel.bootstrap import Container, build_container
 from keel.cli.main import cli
@@ -46,6 +47,7 @@ class RunningKeel:
     thread: threading.Thread
     master_key: str | None = None
     clients: list[openai.OpenAI] = field(default_factory=list)
+    engine: Engine | None = None
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("api_key", self.master_key or "unused")
@@ -61,7 +63,9 @@ class RunningKeel:
         kinds: tuple[str, ...] = ("generation", "embedding"),
     ) -> list[Span]:
         """Every recorded span of `kinds`, newest first, once at least `expected` were written."""
-        repository = SpanRepository(create_engine_for(self.container.settings.database_url))
+        if self.engine is None:
+            self.engine = create_engine_for(self.container.settings.database_url)
+        repository = SpanRepository(self.engine)
         deadline = time.monotonic() + timeout_s
         while True:
             self.container.writer.flush()
@@ -70,7 +74,22 @@ class RunningKeel:
                 return found
             time.sleep(0.02)
 
+    def span(self, trace_id: str) -> Span:
+        """The one span of trace `trace_id`, once it is written (one engine per server)."""
+        if self.engine is None:
+            self.engine = create_engine_for(self.container.settings.database_url)
+        repository = SpanRepository(self.engine)
+        for _ in range(500):
+            self.container.writer.flush()
+            spans = repository.trace(trace_id)
+            if spans:
+                (span,) = spans
+                return span
+        raise AssertionError(f"trace {trace_id} was not recorded")
+
     def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
         for client in self.clients:
             client.close()
         self.server.should_exit = True

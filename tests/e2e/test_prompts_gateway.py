@@ -10,10 +10,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from keel.core.spans import Span
 from keel.prompts.files import load_prompt_file
-from keel.store.engine import create_engine_for
-from keel.store.spans import SpanRepository
 from tests.e2e.conftest import RunningKeel
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "prompts"
@@ -39,17 +36,6 @@ def edited(document: dict[str, Any], system: str) -> dict[str, Any]:
     messages = [dict(m) for m in document["messages"]]
     messages[0]["content"] = system
     return {**document, "messages": messages}
-
-
-def span_of(keel: RunningKeel, trace_id: str) -> Span:
-    repository = SpanRepository(create_engine_for(keel.container.settings.database_url))
-    for _ in range(500):
-        keel.container.writer.flush()
-        spans = repository.trace(trace_id)
-        if spans:
-            (span,) = spans
-            return span
-    raise AssertionError(f"trace {trace_id} was not recorded")
 
 
 def label(keel: RunningKeel, name: str, label_name: str, version: int) -> httpx.Response:
@@ -130,7 +116,7 @@ def test_gateway_renders_a_named_prompt_and_records_the_version(keel: RunningKee
         extra_headers={"x-keel-user": "u-1"},
     )
     assert answer.http_response.status_code == 200
-    span = span_of(keel, answer.headers["x-keel-trace-id"])
+    span = keel.span(answer.headers["x-keel-trace-id"])
     assert span.attributes == {
         "keel.prompt.name": "rag_qa", "keel.prompt.version": 1, "keel.prompt.label": "production"
     }  # fmt: skip
@@ -146,7 +132,7 @@ def test_gateway_renders_a_named_prompt_and_records_the_version(keel: RunningKee
         json={"prompt": {"name": "rag_qa", "variables": VARIABLES}, "temperature": 0.9},
     )
     assert raw.status_code == 200, raw.text
-    span = span_of(keel, raw.headers["x-keel-trace-id"])
+    span = keel.span(raw.headers["x-keel-trace-id"])
     assert (span.alias, span.params["temperature"]) == ("fast", 0.9)
 
 
@@ -192,7 +178,7 @@ def test_rollout_is_sticky_and_moves_with_the_label(keel: RunningKeel) -> None:
             json={"prompt": {"name": "rag_qa", "variables": VARIABLES}},
             headers={"x-keel-user": user},
         )
-        span = span_of(keel, answer.headers["x-keel-trace-id"])
+        span = keel.span(answer.headers["x-keel-trace-id"])
         return int(span.attributes["keel.prompt.version"])
 
     first = {f"user-{i}": served(f"user-{i}") for i in range(60)}

@@ -8,6 +8,7 @@ import click
 
 from keel import __version__
 from keel.cli.db import db
+from keel.cli.prompts import prompts
 from keel.cli.serve import serve
 from keel.cli.sessions import sessions
 from keel.cli.traces import traces
@@ -23,6 +24,7 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(traces)
 cli.add_command(sessions)
+cli.add_command(prompts)
 cli.add_command(db)
 
 
