@@ -119,8 +119,6 @@ class PromptRepository(Protocol):
 
     def labels(self, name: str) -> dict[str, tuple[Target, ...]]: ...
 
-    def label_events(self, name: str, label: str | None = None) -> list[LabelEvent]: ...
-
     def add_version(self, new: NewVersion, at: float) -> PromptVersion:
         """Store the next version of the prompt, move `latest` to it and audit the push,
         in one transaction."""

@@ -379,20 +379,29 @@ def _unknown(key: str, allowed: tuple[str, ...] | list[str]) -> str:
     return f"unknown field; {hint}(allowed: {', '.join(sorted(allowed))})"
 
 
-def version_to_json(version: PromptVersion) -> dict[str, Any]:
-    """A version as JSON-ready data (the REST API's and the SDK's shape)."""
+def version_summary(version: PromptVersion) -> dict[str, Any]:
+    """Who made a version, when and why, without its document (for lists)."""
     return {
-        "name": version.name,
         "version": version.version,
-        "type": version.template.type,
-        "document": version.template.as_document(),
-        "pins": dict(version.pins),
         "content_hash": version.content_hash,
         "author": version.author,
         "message": version.message,
         "source_path": version.source_path,
         "git_commit": version.git_commit,
         "created_at": version.created_at,
+    }
+
+
+def version_to_json(version: PromptVersion) -> dict[str, Any]:
+    """A version as JSON-ready data (the REST API's and the SDK's shape)."""
+    summary = version_summary(version)
+    return {
+        "name": version.name,
+        "version": summary.pop("version"),
+        "type": version.template.type,
+        "document": version.template.as_document(),
+        "pins": dict(version.pins),
+        **summary,
     }
 
 

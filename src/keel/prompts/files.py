@@ -10,7 +10,6 @@ blocks), which is what `keel prompts pull` and the diffs show.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +134,3 @@ def dump_yaml(data: Any) -> str:
 def dump_prompt(template: PromptTemplate) -> str:
     """The prompt as a YAML file (what `keel prompts pull` writes)."""
     return dump_yaml(template.as_document())
-
-
-def walk_documents(paths: list[Path]) -> Iterator[tuple[Path, PromptTemplate, str]]:
-    """Each prompt file under `paths` with its validated prompt and text."""
-    for path in prompt_files(paths):
-        template, text = load_prompt_file(path)
-        yield path, template, text

@@ -202,11 +202,6 @@ class PromptRegistry:
         """The audit log, oldest first of the newest `limit` (of one target, if given)."""
         return self._repository.audit_events(target, limit)
 
-    def label_events(self, name: str, label: str | None = None) -> list[LabelEvent]:
-        """Every move of the labels of `name` (or of one label), oldest first."""
-        self._require(name)
-        return self._repository.label_events(name, label)
-
     def diff(self, name: str, a: str, b: str) -> str:
         """A unified diff of two versions (numbers or labels): templates and config."""
         return diff_versions(self.version(name, a), self.version(name, b))
@@ -226,12 +221,11 @@ class PromptRegistry:
         duplicate = {name for name in names if names.count(name) > 1}
         if duplicate:
             raise RegistryError(f"the push holds {sorted(duplicate)[0]!r} more than once")
-        pending = {item.template.name: item for item in items}
         outcomes = []
-        planned: dict[str, int] = {}  # a dry run's would-be version numbers
+        planned: dict[str, PromptVersion] = {}  # a dry run's would-be versions
         for item in _dependency_order(items):
             template = item.template
-            pins = self._pins(template, planned, pending)
+            pins = self._pins(template, planned)
             digest = content_hash(template, pins)
             latest = self._repository.latest(template.name)
             if latest is not None and latest.content_hash == digest:
@@ -240,15 +234,15 @@ class PromptRegistry:
                                 item.source_path)
                 )  # fmt: skip
                 continue
-            candidate = NewVersion(
-                template, digest, pins, author, message, item.source_path, item.git_commit
-            )
             if dry_run:
                 number = (latest.version if latest else 0) + 1
-                planned[template.name] = number
                 created = PromptVersion(template.name, number, template, digest, pins,
                                         self._clock(), author, message)  # fmt: skip
+                planned[template.name] = created
             else:
+                candidate = NewVersion(
+                    template, digest, pins, author, message, item.source_path, item.git_commit
+                )
                 created = self._repository.add_version(candidate, self._clock())
                 self._changed(template.name)
             outcomes.append(
@@ -385,33 +379,27 @@ class PromptRegistry:
                 f"{label!r} is not a label name: lowercase letters, digits, '_', '.', '-'"
             )
 
-    def _pins(
-        self, template: PromptTemplate, planned: dict[str, int], pending: dict[str, PushItem]
-    ) -> dict[str, int]:
+    def _pins(self, template: PromptTemplate, planned: dict[str, PromptVersion]) -> dict[str, int]:
+        """The version each include of `template` is pinned to: the one it names, else the
+        newest (in a dry run, the version an earlier document of the push would get)."""
         pins = {}
         for reference in template.includes():
             name, number = split_reference(reference)
             if number is None:
-                latest = self._repository.latest(name)
-                number = planned.get(name) or (latest.version if latest else None)
-                if number is None or (latest is None and name not in pending):
+                found = planned.get(name) or self._repository.latest(name)
+                if found is None:
                     raise PromptNotFound(
                         f"{template.name} includes {name!r}, which is not registered; "
                         "push it first (or in the same push)"
                     )
-                included = pending[name].template if name in pending else None
-                if included is None and latest is not None:
-                    included = latest.template
             else:
                 found = self._repository.version(name, number)
                 if found is None:
                     raise PromptNotFound(
                         f"{template.name} includes {reference!r}, which does not exist"
                     )
-                included = found.template
-            if included is not None:
-                self._check_include(template, reference, included)
-            pins[reference] = number
+            self._check_include(template, reference, found.template)
+            pins[reference] = found.version
         return pins
 
     def _check_include(

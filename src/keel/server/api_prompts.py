@@ -9,17 +9,27 @@ rollout already running), 422 for an invalid document or request.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from keel.core.audit import AuditEvent
-from keel.core.prompts import InvalidPrompt, PromptVersion, parse_document, version_to_json
+from keel.core.prompts import (
+    InvalidPrompt,
+    parse_document,
+    version_summary,
+    version_to_json,
+)
 from keel.core.rollout import LabelEvent, Target
 from keel.prompts.registry import PromptRegistry, PushItem, PushOutcome, RegistryError
 from keel.server.api_router import ApiProblem, ApiRouter, Request
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class LabelMove(Protocol):
+    """`PromptRegistry.rollback`, `.promote` or `.abort`."""
+
+    def __call__(self, name: str, label: str, *, actor: str | None) -> LabelEvent: ...
 
 
 class PushedPrompt(BaseModel):
@@ -89,18 +99,6 @@ def event_json(event: LabelEvent) -> dict[str, Any]:
     }
 
 
-def _summary(version: PromptVersion) -> dict[str, Any]:
-    return {
-        "version": version.version,
-        "content_hash": version.content_hash,
-        "author": version.author,
-        "message": version.message,
-        "source_path": version.source_path,
-        "git_commit": version.git_commit,
-        "created_at": version.created_at,
-    }
-
-
 def _outcome(outcome: PushOutcome) -> dict[str, Any]:
     return {
         "name": outcome.name,
@@ -110,10 +108,6 @@ def _outcome(outcome: PushOutcome) -> dict[str, Any]:
         "diff": outcome.diff,
         "source_path": outcome.source_path,
     }
-
-
-def _audit(event: AuditEvent) -> dict[str, Any]:
-    return event.as_dict()
 
 
 def _body(model: type[M], request: Request) -> M:
@@ -210,7 +204,7 @@ class PromptRoutes:
             "type": latest.template.type,
             "latest": latest.version,
             "labels": {label: targets_json(t) for label, t in labels.items()},
-            "versions": [_summary(v) for v in reversed(versions)],
+            "versions": [version_summary(v) for v in reversed(versions)],
         }
 
     def version(self, request: Request) -> dict[str, Any]:
@@ -245,7 +239,7 @@ class PromptRoutes:
         name = request.path["name"]
         limit = request.query.integer("limit", default=500, minimum=1, maximum=5000)
         events = _registry_call(lambda: self._registry.history(name, limit))
-        return {"data": [_audit(e) for e in events]}
+        return {"data": [e.as_dict() for e in events]}
 
     def set_label(self, request: Request) -> dict[str, Any]:
         name, label = request.path["name"], request.path["label"]
@@ -255,13 +249,6 @@ class PromptRoutes:
         )
         return event_json(event)
 
-    def rollback(self, request: Request) -> dict[str, Any]:
-        name, label = request.path["name"], request.path["label"]
-        body = _body(ActorBody, request)
-        return event_json(
-            _registry_call(lambda: self._registry.rollback(name, label, actor=body.actor))
-        )
-
     def rollout(self, request: Request) -> dict[str, Any]:
         name, label = request.path["name"], request.path["label"]
         body = _body(RolloutBody, request)
@@ -270,24 +257,22 @@ class PromptRoutes:
         )
         return event_json(event)
 
+    def rollback(self, request: Request) -> dict[str, Any]:
+        return self._actor_move(request, self._registry.rollback)
+
     def promote(self, request: Request) -> dict[str, Any]:
-        name, label = request.path["name"], request.path["label"]
-        body = _body(ActorBody, request)
-        return event_json(
-            _registry_call(lambda: self._registry.promote(name, label, actor=body.actor))
-        )
+        return self._actor_move(request, self._registry.promote)
 
     def abort(self, request: Request) -> dict[str, Any]:
+        return self._actor_move(request, self._registry.abort)
+
+    def _actor_move(self, request: Request, move: LabelMove) -> dict[str, Any]:
+        """A label move that needs nothing but who asks: rollback, promote, abort."""
         name, label = request.path["name"], request.path["label"]
         body = _body(ActorBody, request)
-        return event_json(
-            _registry_call(lambda: self._registry.abort(name, label, actor=body.actor))
-        )
+        return event_json(_registry_call(lambda: move(name, label, actor=body.actor)))
 
     def audit(self, request: Request) -> dict[str, Any]:
         target = request.query.text("target")
         limit = request.query.integer("limit", default=100, minimum=1, maximum=5000)
-        return {"data": [_audit(e) for e in self._registry_audit(target, limit)]}
-
-    def _registry_audit(self, target: str | None, limit: int) -> list[AuditEvent]:
-        return self._registry.audit_events(target, limit)
+        return {"data": [e.as_dict() for e in self._registry.audit_events(target, limit)]}

@@ -9,13 +9,11 @@ parameters with the router's route table.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 from keel.server.api_scores import ScoreBody
 from keel.server.api_traces import CHILDREN_LIMIT, LIST_LIMIT, TREE_LIMIT, TURNS_LIMIT
+from keel.server.openapi_parts import EPOCH, JSON, TEXT, nullable, path_param, query, ref
 from keel.server.openapi_prompts import prompt_paths, prompt_schemas
-
-JSON = dict[str, Any]
 
 _DESCRIPTION = """\
 Read what Keel recorded: traces (filtered, paginated), one trace as a tree, sessions as
@@ -36,14 +34,6 @@ out gradually, roll back; read the audit log.
 """
 
 
-def _ref(name: str) -> JSON:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: JSON) -> JSON:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
 def _object(properties: dict[str, JSON], description: str = "") -> JSON:
     schema: JSON = {
         "type": "object",
@@ -58,9 +48,9 @@ def _object(properties: dict[str, JSON], description: str = "") -> JSON:
 def _page(item: str, description: str) -> JSON:
     return _object(
         {
-            "data": {"type": "array", "items": _ref(item)},
+            "data": {"type": "array", "items": ref(item)},
             "next_cursor": {
-                **_nullable({"type": "string"}),
+                **nullable({"type": "string"}),
                 "description": "Pass as `cursor` for the next page; null on the last page.",
             },
         },
@@ -68,10 +58,8 @@ def _page(item: str, description: str) -> JSON:
     )
 
 
-_TEXT = {"type": "string"}
-_TEXT_OR_NULL = _nullable(_TEXT)
+_TEXT_OR_NULL = nullable(TEXT)
 _INT = {"type": "integer"}
-_EPOCH = {"type": "number", "description": "Epoch seconds (UTC)."}
 _MS = {"type": "number", "description": "Milliseconds."}
 _USD = {"type": "number", "description": "USD."}
 _ANY_OBJECT = {"type": "object", "additionalProperties": True}
@@ -82,8 +70,8 @@ def _schemas() -> dict[str, JSON]:
     rollup = _object(
         {
             "spans": _INT,
-            "start_time": _EPOCH,
-            "end_time": _EPOCH,
+            "start_time": EPOCH,
+            "end_time": EPOCH,
             "latency_ms": {**_MS, "description": "From the first start to the last end."},
             "input_tokens": _INT,
             "output_tokens": _INT,
@@ -97,48 +85,48 @@ def _schemas() -> dict[str, JSON]:
         "Totals over a whole trace, or over one span and everything below it.",
     )
     span_properties: dict[str, JSON] = {
-        "span_id": _TEXT,
-        "trace_id": _TEXT,
+        "span_id": TEXT,
+        "trace_id": TEXT,
         "parent_span_id": _TEXT_OR_NULL,
-        "name": _TEXT,
-        "kind": {**_TEXT, "description": "span, generation, embedding, retrieval, tool..."},
-        "start_time": _EPOCH,
-        "end_time": _EPOCH,
+        "name": TEXT,
+        "kind": {**TEXT, "description": "span, generation, embedding, retrieval, tool..."},
+        "start_time": EPOCH,
+        "end_time": EPOCH,
         "latency_ms": _MS,
         "status": {"type": "string", "enum": ["ok", "error"]},
-        "status_code": _nullable(_INT),
+        "status_code": nullable(_INT),
         "error": _TEXT_OR_NULL,
         "alias": {**_TEXT_OR_NULL, "description": "The model alias a gateway call asked for."},
         "provider": _TEXT_OR_NULL,
         "model": {**_TEXT_OR_NULL, "description": "The upstream model."},
         "deployment": _TEXT_OR_NULL,
-        "usage": _nullable(_ref("Usage")),
-        "cost_usd": {**_nullable({"type": "number"}), "description": "USD; null: unpriced."},
+        "usage": nullable(ref("Usage")),
+        "cost_usd": {**nullable({"type": "number"}), "description": "USD; null: unpriced."},
         "unpriced": {"type": "boolean"},
-        "price": _nullable(
+        "price": nullable(
             {
                 "type": "object",
                 "additionalProperties": {"type": "number"},
                 "description": "The price snapshot used, USD per 1M tokens by kind.",
             }
         ),
-        "ttft_ms": {**_nullable({"type": "number"}), "description": "Time to first token, ms."},
+        "ttft_ms": {**nullable({"type": "number"}), "description": "Time to first token, ms."},
         "stream": {"type": "boolean"},
         "user": _TEXT_OR_NULL,
         "session": _TEXT_OR_NULL,
-        "tags": {"type": "array", "items": _TEXT},
+        "tags": {"type": "array", "items": TEXT},
         "metadata": _ANY_OBJECT,
         "input": _ANY,
         "output": _ANY,
         "params": _ANY_OBJECT,
-        "attempts": {"type": "array", "items": _ref("Attempt")},
+        "attempts": {"type": "array", "items": ref("Attempt")},
         "attributes": _ANY_OBJECT,
     }
     trace_header: dict[str, JSON] = {
-        "trace_id": _TEXT,
-        "name": {**_TEXT, "description": "The root span's name."},
-        "start_time": {**_EPOCH, "description": "The root span's start, epoch seconds."},
-        "end_time": {**_EPOCH, "description": "The last end of any span, epoch seconds."},
+        "trace_id": TEXT,
+        "name": {**TEXT, "description": "The root span's name."},
+        "start_time": {**EPOCH, "description": "The root span's start, epoch seconds."},
+        "end_time": {**EPOCH, "description": "The last end of any span, epoch seconds."},
         "latency_ms": {**_MS, "description": "The root span's latency."},
         "status": {
             "type": "string",
@@ -147,18 +135,18 @@ def _schemas() -> dict[str, JSON]:
         },
         "user": _TEXT_OR_NULL,
         "session": _TEXT_OR_NULL,
-        "tags": {"type": "array", "items": _TEXT},
-        "totals": _ref("Rollup"),
+        "tags": {"type": "array", "items": TEXT},
+        "totals": ref("Rollup"),
     }
-    scores = {"type": "array", "items": _ref("Score")}
+    scores = {"type": "array", "items": ref("Score")}
     activity: dict[str, JSON] = {
         "traces": _INT,
         "spans": {**_INT, "description": "Every span of those traces."},
         "input_tokens": _INT,
         "output_tokens": _INT,
         "cost_usd": _USD,
-        "first_seen": _EPOCH,
-        "last_seen": _EPOCH,
+        "first_seen": EPOCH,
+        "last_seen": EPOCH,
     }
     score_body = ScoreBody.model_json_schema()
     score_body["properties"]["trace_id"]["anyOf"][0]["pattern"] = "^[0-9a-f]{32}$"
@@ -172,18 +160,18 @@ def _schemas() -> dict[str, JSON]:
             "type": "object",
             "description": "RFC 9457 problem document.",
             "properties": {
-                "type": _TEXT,
-                "title": _TEXT,
+                "type": TEXT,
+                "title": TEXT,
                 "status": _INT,
-                "detail": _TEXT,
+                "detail": TEXT,
                 "errors": {
                     "type": "array",
                     "items": {
                         "type": "object",
                         "properties": {
-                            "parameter": {**_TEXT, "description": "The query parameter."},
-                            "field": {**_TEXT, "description": "The body field."},
-                            "message": _TEXT,
+                            "parameter": {**TEXT, "description": "The query parameter."},
+                            "field": {**TEXT, "description": "The body field."},
+                            "message": TEXT,
                         },
                         "required": ["message"],
                     },
@@ -203,21 +191,21 @@ def _schemas() -> dict[str, JSON]:
         ),
         "Attempt": _object(
             {
-                "deployment": _TEXT,
-                "provider": _TEXT,
-                "model": _TEXT,
-                "outcome": {**_TEXT, "description": "ok, or what went wrong."},
-                "status": _nullable(_INT),
+                "deployment": TEXT,
+                "provider": TEXT,
+                "model": TEXT,
+                "outcome": {**TEXT, "description": "ok, or what went wrong."},
+                "status": nullable(_INT),
                 "latency_ms": _MS,
-                "retry_after_s": _nullable({"type": "number"}),
+                "retry_after_s": nullable({"type": "number"}),
             }
         ),
         "Span": _object(span_properties, "Everything recorded for one span."),
         "Rollup": rollup,
         "Score": _object(
             {
-                "id": _TEXT,
-                "name": _TEXT,
+                "id": TEXT,
+                "name": TEXT,
                 "value": {"type": ["number", "boolean", "string"]},
                 "data_type": {
                     "type": "string",
@@ -229,11 +217,11 @@ def _schemas() -> dict[str, JSON]:
                 "session_id": _TEXT_OR_NULL,
                 "comment": _TEXT_OR_NULL,
                 "author": _TEXT_OR_NULL,
-                "created_at": _EPOCH,
+                "created_at": EPOCH,
             }
         ),
         "TraceSummary": _object(
-            {**trace_header, "root": _ref("Span"), "scores": scores},
+            {**trace_header, "root": ref("Span"), "scores": scores},
             "A trace in a list: its root span (the span without a parent, or the earliest "
             "span while no root has arrived), the trace's totals and its scores.",
         ),
@@ -243,14 +231,14 @@ def _schemas() -> dict[str, JSON]:
                 **span_properties,
                 "depth": {**_INT, "description": "0 for a root."},
                 "child_count": {**_INT, "description": "Children, loaded or not."},
-                "subtree": _ref("Rollup"),
+                "subtree": ref("Rollup"),
             },
             "A span placed in its trace's tree, with the rollup of its subtree.",
         ),
         "TraceTree": _object(
             {
                 **trace_header,
-                "root_span_id": _TEXT,
+                "root_span_id": TEXT,
                 "metadata": _ANY_OBJECT,
                 "attributes": _ANY_OBJECT,
                 "span_count": _INT,
@@ -264,7 +252,7 @@ def _schemas() -> dict[str, JSON]:
                 "scores": scores,
                 "spans": {
                     "type": "array",
-                    "items": _ref("TreeSpan"),
+                    "items": ref("TreeSpan"),
                     "description": "The tree, flat and breadth-first (parents before their "
                     "children, siblings in start order); nest them by parent_span_id.",
                 },
@@ -273,82 +261,78 @@ def _schemas() -> dict[str, JSON]:
         ),
         "SpanPage": _page("TreeSpan", "Children of one span, in start order."),
         "SessionSummary": _object(
-            {"session_id": _TEXT, "user": _TEXT_OR_NULL, **activity},
+            {"session_id": TEXT, "user": _TEXT_OR_NULL, **activity},
             "A session's activity in the window.",
         ),
         "SessionList": _page("SessionSummary", "Sessions, most recently active first."),
         "Turn": _object(
             {
-                "trace_id": {**_TEXT, "description": "Link to /api/traces/{trace_id}."},
-                "root_span_id": _TEXT,
-                "name": _TEXT,
-                "start_time": _EPOCH,
-                "end_time": _EPOCH,
+                "trace_id": {**TEXT, "description": "Link to /api/traces/{trace_id}."},
+                "root_span_id": TEXT,
+                "name": TEXT,
+                "start_time": EPOCH,
+                "end_time": EPOCH,
                 "latency_ms": {**_MS, "description": "The root span's latency."},
                 "status": {"type": "string", "enum": ["ok", "error"]},
                 "input": {**_ANY, "description": "The root span's input."},
                 "output": {**_ANY, "description": "The root span's output."},
-                "totals": _ref("Rollup"),
+                "totals": ref("Rollup"),
                 "scores": scores,
             },
             "One trace of a session: a turn of the conversation.",
         ),
         "Session": _object(
             {
-                "session_id": _TEXT,
+                "session_id": TEXT,
                 "user": _TEXT_OR_NULL,
                 **activity,
                 "scores": {**scores, "description": "Scores attached to the session."},
-                "turns": {"type": "array", "items": _ref("Turn")},
+                "turns": {"type": "array", "items": ref("Turn")},
                 "next_cursor": {
-                    **_nullable(_TEXT),
+                    **nullable(TEXT),
                     "description": "Pass as `cursor` for the next turns.",
                 },
             },
             "A session as a conversation: its traces in start order.",
         ),
-        "UserSummary": _object({"user": _TEXT, **activity}, "A user's activity in the window."),
+        "UserSummary": _object({"user": TEXT, **activity}, "A user's activity in the window."),
         "UserList": _page("UserSummary", "Users, most recently active first."),
         "ScoreCreate": score_body,
         "ScoreCreated": _object(
-            {"id": _TEXT, "data_type": {"type": "string"}}, "The stored score's id and type."
+            {"id": TEXT, "data_type": {"type": "string"}}, "The stored score's id and type."
         ),
     }
 
 
-def _query(name: str, schema: JSON, description: str, **extra: Any) -> JSON:
-    return {"name": name, "in": "query", "schema": schema, "description": description, **extra}
-
-
 def _limit(bounds: dict[str, int], what: str) -> JSON:
-    return _query("limit", {"type": "integer", **bounds}, f"How many {what} to return.")
+    return query("limit", {"type": "integer", **bounds}, f"How many {what} to return.")
 
 
-_CURSOR = _query("cursor", _TEXT, "The `next_cursor` of the previous page.")
+_CURSOR = query("cursor", TEXT, "The `next_cursor` of the previous page.")
 _WINDOW = [
-    _query("from", _TEXT, "Window start (inclusive): epoch seconds or ISO 8601.", required=True),
-    _query("to", _TEXT, "Window end (exclusive): epoch seconds or ISO 8601.", required=True),
+    query("from", TEXT, "Window start (inclusive): epoch seconds or ISO 8601.", required=True),
+    query("to", TEXT, "Window end (exclusive): epoch seconds or ISO 8601.", required=True),
 ]
 _TRACE_FILTERS = [
-    _query("name", _TEXT, "The root span's name."),
-    _query("user", _TEXT, "Some span of the trace carries this user id."),
-    _query("session", _TEXT, "Some span of the trace carries this session id."),
-    _query(
+    query("name", TEXT, "The root span's name."),
+    query("user", TEXT, "Some span of the trace carries this user id."),
+    query("session", TEXT, "Some span of the trace carries this session id."),
+    query(
         "tag",
-        {"type": "array", "items": _TEXT},
+        {"type": "array", "items": TEXT},
         "Repeatable; every tag must be on some span of the trace.",
         style="form",
         explode=True,
     ),
-    _query("model", _TEXT, "Some span used this model alias or upstream model."),
-    _query(
+    query("model", TEXT, "Some span used this model alias or upstream model."),
+    query(
         "status",
         {"type": "string", "enum": ["ok", "error"]},
         "error: some span of the trace failed; ok: none did.",
     ),
-    _query("min_latency_ms", {"type": "number", "minimum": 0}, "The root span's latency."),
-    _query("min_cost", {"type": "number", "minimum": 0}, "The trace's total cost, USD."),
-    _query(
+    query("min_latency_ms", {"type": "number", "minimum": 0}, "The root span's latency."),
+    query("min_cost", {"type": "number", "minimum": 0}, "The trace's total cost, USD."),
+    query(
         "score",
         {
             "type": "array",
@@ -361,9 +345,9 @@ _TRACE_FILTERS = [
         style="form",
         explode=True,
     ),
-    _query(
+    query(
         "q",
-        _TEXT,
+        TEXT,
         "Text search: a case-insensitive substring of the JSON text of the input or output "
         "of a span of the trace that started in the window (SQLite folds ASCII letters "
         "only). Scanned newest first, no full-text index: a text found in few spans costs "
@@ -389,25 +373,15 @@ _PROBLEMS = {
 }
 
 
-def _path_id(name: str, description: str) -> JSON:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": _TEXT,
-        "description": description,
-    }
-
-
 def _paths() -> JSON:
-    trace_id = _path_id("trace_id", "A trace id, or the id of any span of the trace.")
+    trace_id = path_param("trace_id", "A trace id, or the id of any span of the trace.")
     return {
         "/api/traces": {
             "get": {
                 "operationId": "listTraces",
                 "summary": "Traces started in a window, newest first, filtered.",
                 "parameters": [*_WINDOW, _limit(LIST_LIMIT, "traces"), _CURSOR, *_TRACE_FILTERS],
-                "responses": _responses(_ref("TraceList"), "One page of traces."),
+                "responses": _responses(ref("TraceList"), "One page of traces."),
             }
         },
         "/api/traces/{trace_id}": {
@@ -417,7 +391,7 @@ def _paths() -> JSON:
                 "description": "At most `limit` spans, breadth-first; load the rest with "
                 "/api/traces/{trace_id}/spans?parent=.",
                 "parameters": [trace_id, _limit(TREE_LIMIT, "spans")],
-                "responses": _responses(_ref("TraceTree"), "The trace.", 404),
+                "responses": _responses(ref("TraceTree"), "The trace.", 404),
             }
         },
         "/api/traces/{trace_id}/spans": {
@@ -426,11 +400,11 @@ def _paths() -> JSON:
                 "summary": "The children of one span (the trace's roots without parent).",
                 "parameters": [
                     trace_id,
-                    _query("parent", _TEXT, "The span whose children to list."),
+                    query("parent", TEXT, "The span whose children to list."),
                     _limit(CHILDREN_LIMIT, "spans"),
                     _CURSOR,
                 ],
-                "responses": _responses(_ref("SpanPage"), "One page of children.", 404),
+                "responses": _responses(ref("SpanPage"), "One page of children.", 404),
             }
         },
         "/api/sessions": {
@@ -438,7 +412,7 @@ def _paths() -> JSON:
                 "operationId": "listSessions",
                 "summary": "Sessions with spans started in a window, most recently active first.",
                 "parameters": [*_WINDOW, _limit(LIST_LIMIT, "sessions"), _CURSOR],
-                "responses": _responses(_ref("SessionList"), "One page of sessions."),
+                "responses": _responses(ref("SessionList"), "One page of sessions."),
             }
         },
         "/api/sessions/{session_id}": {
@@ -446,11 +420,11 @@ def _paths() -> JSON:
                 "operationId": "getSession",
                 "summary": "A session as a conversation: its traces in start order, its scores.",
                 "parameters": [
-                    _path_id("session_id", "The session id (percent-encode a '/')."),
+                    path_param("session_id", "The session id (percent-encode a '/')."),
                     _limit(TURNS_LIMIT, "turns"),
                     _CURSOR,
                 ],
-                "responses": _responses(_ref("Session"), "The session.", 404),
+                "responses": _responses(ref("Session"), "The session.", 404),
             }
         },
         "/api/users": {
@@ -458,7 +432,7 @@ def _paths() -> JSON:
                 "operationId": "listUsers",
                 "summary": "Users with spans started in a window, most recently active first.",
                 "parameters": [*_WINDOW, _limit(LIST_LIMIT, "users"), _CURSOR],
-                "responses": _responses(_ref("UserList"), "One page of users."),
+                "responses": _responses(ref("UserList"), "One page of users."),
             }
         },
         "/api/scores": {
@@ -467,16 +441,16 @@ def _paths() -> JSON:
                 "summary": "Attach a score to a trace, a span or a session.",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("ScoreCreate")}},
+                    "content": {"application/json": {"schema": ref("ScoreCreate")}},
                 },
                 "responses": {
                     "201": {
                         "description": "Stored.",
-                        "content": {"application/json": {"schema": _ref("ScoreCreated")}},
+                        "content": {"application/json": {"schema": ref("ScoreCreated")}},
                     },
                     "200": {
                         "description": "Stored in place of the score with the same id.",
-                        "content": {"application/json": {"schema": _ref("ScoreCreated")}},
+                        "content": {"application/json": {"schema": ref("ScoreCreated")}},
                     },
                     "401": {"$ref": "#/components/responses/Unauthorized"},
                     "413": {"$ref": "#/components/responses/TooLarge"},
@@ -500,7 +474,7 @@ def openapi_document() -> JSON:
         package_version = version("keel")
     except PackageNotFoundError:
         package_version = "0"
-    problem = {"application/problem+json": {"schema": _ref("Problem")}}
+    problem = {"application/problem+json": {"schema": ref("Problem")}}
     responses = {
         name: {"description": text, "content": problem} for name, text in _PROBLEMS.values()
     }

@@ -6,14 +6,9 @@ document cannot disagree with them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from keel.server.api_prompts import ActorBody, LabelBody, PushBody, RolloutBody
+from keel.server.openapi_parts import EPOCH, JSON, TEXT, nullable, path_param, query, ref
 
-JSON = dict[str, Any]
-
-_TEXT = {"type": "string"}
-_EPOCH = {"type": "number", "description": "Epoch seconds (UTC)."}
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _STATUS_TEXT = {
     400: "The query is wrong.",
@@ -25,26 +20,8 @@ _STATUS_TEXT = {
 }
 
 
-def _ref(name: str) -> JSON:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _path(name: str, description: str) -> JSON:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": _TEXT,
-        "description": description,
-    }
-
-
-def _query(name: str, schema: JSON, description: str) -> JSON:
-    return {"name": name, "in": "query", "schema": schema, "description": description}
-
-
-_NAME = _path("name", "The prompt's name.")
-_LABEL = _path("label", "The label's name (production, staging, ...).")
+_NAME = path_param("name", "The prompt's name.")
+_LABEL = path_param("label", "The label's name (production, staging, ...).")
 
 
 def _operation(
@@ -71,7 +48,7 @@ def _operation(
     if body:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
+            "content": {"application/json": {"schema": ref(body)}},
         }
     return operation
 
@@ -81,7 +58,7 @@ def _label_move(operation_id: str, summary: str, body: str, *problems: int) -> J
         "post": _operation(
             operation_id,
             summary,
-            _ref("LabelEvent"),
+            ref("LabelEvent"),
             404,
             422,
             *problems,
@@ -98,7 +75,7 @@ def prompt_paths() -> JSON:
             "get": _operation(
                 "listPrompts",
                 "Every prompt with its newest version and labels.",
-                _ref("PromptList"),
+                ref("PromptList"),
             )
         },
         "/api/prompts/push": {
@@ -107,7 +84,7 @@ def prompt_paths() -> JSON:
                 "Register each changed document as a new immutable version (or, with "
                 "dry_run, show what would change). Includes are pinned to versions; an "
                 "identical document creates no version.",
-                _ref("PushResult"),
+                ref("PushResult"),
                 404,
                 413,
                 422,
@@ -118,7 +95,7 @@ def prompt_paths() -> JSON:
             "get": _operation(
                 "getPrompt",
                 "A prompt: its labels and versions, newest first.",
-                _ref("Prompt"),
+                ref("Prompt"),
                 404,
                 parameters=[_NAME],
             )
@@ -127,10 +104,10 @@ def prompt_paths() -> JSON:
             "get": _operation(
                 "getPromptVersion",
                 "One version by number or by a label on one version.",
-                _ref("PromptVersion"),
+                ref("PromptVersion"),
                 404,
                 409,
-                parameters=[_NAME, _path("selector", "A version number or a label.")],
+                parameters=[_NAME, path_param("selector", "A version number or a label.")],
             )
         },
         "/api/prompts/{name}/resolve": {
@@ -138,13 +115,13 @@ def prompt_paths() -> JSON:
                 "resolvePrompt",
                 "What the SDK caches: the label's targets (weights during a rollout), every "
                 "version they name and every prompt those include. Default: production.",
-                _ref("ResolvedPrompt"),
+                ref("ResolvedPrompt"),
                 400,
                 404,
                 parameters=[
                     _NAME,
-                    _query("label", _TEXT, "A label (default production)."),
-                    _query("version", {"type": "integer", "minimum": 1}, "A version instead."),
+                    query("label", TEXT, "A label (default production)."),
+                    query("version", {"type": "integer", "minimum": 1}, "A version instead."),
                 ],
             )
         },
@@ -152,14 +129,14 @@ def prompt_paths() -> JSON:
             "get": _operation(
                 "diffPrompt",
                 "A unified diff of two versions: templates and config.",
-                _ref("PromptDiff"),
+                ref("PromptDiff"),
                 400,
                 404,
                 409,
                 parameters=[
                     _NAME,
-                    _query("a", _TEXT, "A version or label (default production)."),
-                    _query("b", _TEXT, "A version or label (default latest)."),
+                    query("a", TEXT, "A version or label (default production)."),
+                    query("b", TEXT, "A version or label (default latest)."),
                 ],
             )
         },
@@ -167,12 +144,12 @@ def prompt_paths() -> JSON:
             "get": _operation(
                 "promptHistory",
                 "Pushes and label moves of a prompt, oldest first.",
-                _ref("AuditList"),
+                ref("AuditList"),
                 400,
                 404,
                 parameters=[
                     _NAME,
-                    _query(
+                    query(
                         "limit",
                         {"type": "integer", "minimum": 1, "maximum": 5000},
                         "How many events.",
@@ -184,7 +161,7 @@ def prompt_paths() -> JSON:
             "put": _operation(
                 "setPromptLabel",
                 "Point a label at one version (ends a rollout on it).",
-                _ref("LabelEvent"),
+                ref("LabelEvent"),
                 404,
                 422,
                 parameters=[_NAME, _LABEL],
@@ -220,11 +197,11 @@ def prompt_paths() -> JSON:
             "get": _operation(
                 "listAuditEvents",
                 "The audit log, oldest first of the newest `limit`.",
-                _ref("AuditList"),
+                ref("AuditList"),
                 400,
                 parameters=[
-                    _query("target", _TEXT, "Only events of this target (a prompt's name)."),
-                    _query(
+                    query("target", TEXT, "Only events of this target (a prompt's name)."),
+                    query(
                         "limit",
                         {"type": "integer", "minimum": 1, "maximum": 5000},
                         "How many events.",
@@ -251,19 +228,19 @@ def prompt_schemas() -> dict[str, JSON]:
         "type": "object",
         "properties": {
             "version": {"type": "integer"},
-            "content_hash": _TEXT,
-            "author": {"anyOf": [_TEXT, {"type": "null"}]},
-            "message": {"anyOf": [_TEXT, {"type": "null"}]},
-            "source_path": {"anyOf": [_TEXT, {"type": "null"}]},
-            "git_commit": {"anyOf": [_TEXT, {"type": "null"}]},
-            "created_at": _EPOCH,
+            "content_hash": TEXT,
+            "author": nullable(TEXT),
+            "message": nullable(TEXT),
+            "source_path": nullable(TEXT),
+            "git_commit": nullable(TEXT),
+            "created_at": EPOCH,
         },
     }
     version = {
         "type": "object",
         "properties": {
             **version_summary["properties"],
-            "name": _TEXT,
+            "name": TEXT,
             "type": {"type": "string", "enum": ["chat", "text"]},
             "document": {"type": "object", "description": "The prompt document (the YAML)."},
             "pins": {
@@ -277,10 +254,10 @@ def prompt_schemas() -> dict[str, JSON]:
         "type": "object",
         "properties": {
             "id": {"type": "integer"},
-            "at": _EPOCH,
-            "actor": {"anyOf": [_TEXT, {"type": "null"}]},
-            "action": {**_TEXT, "description": "prompt.push, prompt.label.set, ..."},
-            "target": _TEXT,
+            "at": EPOCH,
+            "actor": nullable(TEXT),
+            "action": {**TEXT, "description": "prompt.push, prompt.label.set, ..."},
+            "target": TEXT,
             "detail": {"type": "object", "description": "What changed: {label, from, to}..."},
         },
     }
@@ -300,12 +277,12 @@ def prompt_schemas() -> dict[str, JSON]:
                     "items": {
                         "type": "object",
                         "properties": {
-                            "name": _TEXT,
-                            "type": _TEXT,
+                            "name": TEXT,
+                            "type": TEXT,
                             "latest": {"type": "integer"},
                             "labels": labels,
-                            "tags": {"type": "array", "items": _TEXT},
-                            "updated_at": _EPOCH,
+                            "tags": {"type": "array", "items": TEXT},
+                            "updated_at": EPOCH,
                         },
                     },
                 }
@@ -314,8 +291,8 @@ def prompt_schemas() -> dict[str, JSON]:
         "Prompt": {
             "type": "object",
             "properties": {
-                "name": _TEXT,
-                "type": _TEXT,
+                "name": TEXT,
+                "type": TEXT,
                 "latest": {"type": "integer"},
                 "labels": labels,
                 "versions": {"type": "array", "items": version_summary},
@@ -325,8 +302,8 @@ def prompt_schemas() -> dict[str, JSON]:
         "ResolvedPrompt": {
             "type": "object",
             "properties": {
-                "name": _TEXT,
-                "label": {"anyOf": [_TEXT, {"type": "null"}]},
+                "name": TEXT,
+                "label": nullable(TEXT),
                 "targets": targets,
                 "versions": {"type": "object", "additionalProperties": version},
                 "included": {"type": "object", "additionalProperties": version},
@@ -341,12 +318,12 @@ def prompt_schemas() -> dict[str, JSON]:
                     "items": {
                         "type": "object",
                         "properties": {
-                            "name": _TEXT,
+                            "name": TEXT,
                             "status": {"type": "string", "enum": ["created", "unchanged"]},
                             "version": {"type": "integer"},
-                            "previous": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
-                            "diff": {**_TEXT, "description": "Unified diff from previous."},
-                            "source_path": {"anyOf": [_TEXT, {"type": "null"}]},
+                            "previous": nullable({"type": "integer"}),
+                            "diff": {**TEXT, "description": "Unified diff from previous."},
+                            "source_path": nullable(TEXT),
                         },
                     },
                 },
@@ -354,22 +331,22 @@ def prompt_schemas() -> dict[str, JSON]:
         },
         "PromptDiff": {
             "type": "object",
-            "properties": {"a": _TEXT, "b": _TEXT, "diff": _TEXT},
+            "properties": {"a": TEXT, "b": TEXT, "diff": TEXT},
         },
         "LabelEvent": {
             "type": "object",
             "properties": {
                 "id": {"type": "integer"},
-                "label": _TEXT,
+                "label": TEXT,
                 "action": {
                     "type": "string",
                     "enum": ["set", "rollback", "rollout", "promote", "abort", "push"],
                 },
-                "from": {"anyOf": [targets, {"type": "null"}]},
+                "from": nullable(targets),
                 "to": targets,
-                "actor": {"anyOf": [_TEXT, {"type": "null"}]},
-                "at": _EPOCH,
-                "undoes": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+                "actor": nullable(TEXT),
+                "at": EPOCH,
+                "undoes": nullable({"type": "integer"}),
             },
         },
         "AuditList": {

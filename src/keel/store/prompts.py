@@ -12,14 +12,14 @@ two moves cannot both start from the same state.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from keel.core.audit import AuditEvent
-from keel.core.prompts import PromptVersion, parse_document
+from keel.core.prompts import PromptTemplate, PromptVersion, parse_document
 from keel.core.rollout import LATEST, LabelEvent, Target
 from keel.ports import LabelChange, NewVersion
 from keel.store.schema import (
@@ -47,18 +47,18 @@ def _targets(raw: list[dict[str, Any]] | None) -> tuple[Target, ...] | None:
     return tuple(Target(int(t["version"]), float(t["weight"])) for t in raw)
 
 
-def _version(row: Any) -> PromptVersion:
+_VERSION_FIELDS = (
+    "name", "version", "content_hash", "created_at", "author", "message", "source_path",
+    "git_commit",
+)  # fmt: skip
+
+
+def _version(row: Mapping[Any, Any], template: PromptTemplate | None = None) -> PromptVersion:
+    """The version in a row of prompt_versions (`template`: its document, parsed already)."""
     return PromptVersion(
-        name=row.name,
-        version=row.version,
-        template=parse_document(row.document),
-        content_hash=row.content_hash,
-        pins=dict(row.pins),
-        created_at=row.created_at,
-        author=row.author,
-        message=row.message,
-        source_path=row.source_path,
-        git_commit=row.git_commit,
+        template=template or parse_document(row["document"]),
+        pins=dict(row["pins"]),
+        **{name: row[name] for name in _VERSION_FIELDS},
     )
 
 
@@ -93,7 +93,7 @@ class PromptStore:
         )
         with self._engine.connect() as connection:
             row = connection.execute(query).first()
-        return None if row is None else _version(row)
+        return None if row is None else _version(row._mapping)
 
     def version(self, name: str, version: int) -> PromptVersion | None:
         query = select(prompt_versions_table).where(
@@ -101,14 +101,14 @@ class PromptStore:
         )
         with self._engine.connect() as connection:
             row = connection.execute(query).first()
-        return None if row is None else _version(row)
+        return None if row is None else _version(row._mapping)
 
     def versions(self, name: str) -> list[PromptVersion]:
         query = (
             select(prompt_versions_table).where(_VERSIONS.name == name).order_by(_VERSIONS.version)
         )
         with self._engine.connect() as connection:
-            return [_version(row) for row in connection.execute(query)]
+            return [_version(row._mapping) for row in connection.execute(query)]
 
     def names(self) -> list[str]:
         query = select(_VERSIONS.name).distinct().order_by(_VERSIONS.name)
@@ -125,13 +125,6 @@ class PromptStore:
             assert targets is not None
             out[label] = targets
         return out
-
-    def label_events(self, name: str, label: str | None = None) -> list[LabelEvent]:
-        query = select(prompt_label_events_table).where(_EVENTS.name == name)
-        if label is not None:
-            query = query.where(_EVENTS.label == label)
-        with self._engine.connect() as connection:
-            return [_event(row) for row in connection.execute(query.order_by(_EVENTS.id))]
 
     def add_version(self, new: NewVersion, at: float) -> PromptVersion:
         name = new.template.name
@@ -156,22 +149,20 @@ class PromptStore:
             select(func.max(_VERSIONS.version)).where(_VERSIONS.name == name)
         ).scalar()
         number = (highest or 0) + 1
-        connection.execute(
-            insert(prompt_versions_table),
-            {
-                "name": name,
-                "version": number,
-                "type": new.template.type,
-                "document": new.template.as_document(),
-                "content_hash": new.content_hash,
-                "pins": new.pins,
-                "author": new.author,
-                "message": new.message,
-                "source_path": new.source_path,
-                "git_commit": new.git_commit,
-                "created_at": at,
-            },
-        )
+        row = {
+            "name": name,
+            "version": number,
+            "type": new.template.type,
+            "document": new.template.as_document(),
+            "content_hash": new.content_hash,
+            "pins": new.pins,
+            "author": new.author,
+            "message": new.message,
+            "source_path": new.source_path,
+            "git_commit": new.git_commit,
+            "created_at": at,
+        }
+        connection.execute(insert(prompt_versions_table), row)
         self._audit(
             connection,
             AuditEvent(
@@ -191,18 +182,7 @@ class PromptStore:
             new.author,
             at,
         )
-        return PromptVersion(
-            name=name,
-            version=number,
-            template=new.template,
-            content_hash=new.content_hash,
-            pins=dict(new.pins),
-            created_at=at,
-            author=new.author,
-            message=new.message,
-            source_path=new.source_path,
-            git_commit=new.git_commit,
-        )
+        return _version(row, new.template)
 
     def move_label(
         self, name: str, label: str, action: str, change: LabelChange, actor: str | None, at: float
