@@ -135,3 +135,59 @@ class PromptRepository(Protocol):
     def revision(self) -> int:
         """A number that grows with every push and label move (for caches to notice)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class TraceLink:
+    """Where a model call's span goes: the trace (and parent span) it joins, and the
+    tags and metadata recorded on it (an eval run's id, the item, the repetition)."""
+
+    trace_id: str
+    parent_span_id: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAnswer:
+    """A finished chat completion as evaluation sees it.
+
+    `text` is the first choice's content ("" when it had none); `logprobs` the first
+    choice's `logprobs.content` list when the request asked for logprobs; `cost_usd` None
+    when the model has no known price; `trace_id` the trace the gateway recorded it in.
+    """
+
+    text: str
+    model: str
+    latency_ms: float
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    logprobs: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
+    trace_id: str | None = None
+    response: dict[str, Any] | None = None
+
+
+class ChatModel(Protocol):
+    """Chat completions through the gateway, for eval tasks and judges.
+
+    `body` is an OpenAI chat request (it may name a registry prompt in `prompt`). Raises
+    `keel.core.errors.UpstreamError` (or a subclass) when the call fails after the
+    gateway's own retries and fallbacks.
+    """
+
+    async def complete(
+        self, body: dict[str, Any], link: TraceLink | None = None
+    ) -> ModelAnswer: ...
+
+
+class Embedder(Protocol):
+    """Sentence embeddings from a local model: one unit-length vector per text.
+
+    Blocking and CPU-bound: async callers run it in a worker thread.
+    """
+
+    @property
+    def model_name(self) -> str: ...
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...

@@ -1,0 +1,1 @@
+"""Evaluation: datasets, evaluators, the runner, run comparison and CI gates."""
