@@ -33,6 +33,8 @@ class ItemResult:
     input_tokens: int | None = None
     output_tokens: int | None = None
     trace_id: str | None = None
+    span_id: str | None = None  # the item's root span in that trace
+    started_at: float | None = None  # wall-clock seconds when the task call began
     cached: bool = False
     verdicts: Mapping[str, Verdict] = field(default_factory=dict)
 
@@ -104,6 +106,8 @@ def result_to_json(result: ItemResult) -> dict[str, Any]:
         "input_tokens": result.input_tokens,
         "output_tokens": result.output_tokens,
         "trace_id": result.trace_id,
+        "span_id": result.span_id,
+        "started_at": result.started_at,
         "cached": result.cached,
         "verdicts": {name: verdict_to_json(v) for name, v in result.verdicts.items()},
     }
@@ -122,6 +126,8 @@ def result_from_json(doc: Mapping[str, Any]) -> ItemResult:
         input_tokens=doc.get("input_tokens"),
         output_tokens=doc.get("output_tokens"),
         trace_id=doc.get("trace_id"),
+        span_id=doc.get("span_id"),
+        started_at=doc.get("started_at"),
         cached=bool(doc.get("cached")),
         verdicts={str(k): verdict_from_json(v) for k, v in verdicts.items()},
     )
