@@ -166,6 +166,7 @@ class ModelAnswer:
     finish_reason: str | None = None
     trace_id: str | None = None
     response: dict[str, Any] | None = None
+    cached: bool = False  # served from the eval response cache, not the gateway
 
 
 class ChatModel(Protocol):
