@@ -73,7 +73,7 @@ def parse_prompt_text(text: str, path: str = "<text>") -> PromptTemplate:
         first = exc.problems[0]
         more = len(exc.problems) - 1
         message = first.message + (f" (and {more} more: {_rest(exc)})" if more else "")
-        raise PromptFileError(path, _line_of(node, first.field), first.field, message) from None
+        raise PromptFileError(path, line_of(node, first.field), first.field, message) from None
 
 
 def _rest(exc: InvalidPrompt) -> str:
@@ -83,7 +83,7 @@ def _rest(exc: InvalidPrompt) -> str:
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
-def _line_of(node: yaml.Node | None, field: str) -> int | None:
+def line_of(node: yaml.Node | None, field: str) -> int | None:
     """The 1-based line of the YAML node at `field` (`messages[1].content`), or of the
     nearest parent that exists (a missing field is reported where its parent starts)."""
     if node is None:
