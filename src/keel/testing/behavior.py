@@ -1,10 +1,10 @@
 """What the fake upstream does for one request: the default `Behavior` and scripted `Fault`s.
 
 A `Behavior` describes a healthy answer (latency, reply text, stream chunking, tool call,
-cached tokens). A `Fault` is a one-shot deviation consumed by exactly one request: extra
-latency, an error status, a hang, a connection reset, a malformed body, a truncated or
-slow stream, or an error event in the middle of a stream. Both are frozen values, so a
-test can build them anywhere and hand them to the fake from any thread.
+cached tokens, scripted logprobs). A `Fault` is a one-shot deviation consumed by exactly one
+request: extra latency, an error status, a hang, a connection reset, a malformed body, a
+truncated or slow stream, or an error event in the middle of a stream. Both are frozen values,
+so a test can build them anywhere and hand them to the fake from any thread.
 """
 
 from __future__ import annotations
@@ -37,6 +37,19 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One token of a scripted answer with its log probability and its top alternatives.
+
+    `top` lists (token, logprob) pairs as the answer's `top_logprobs` shows them, most likely
+    first; the fake cuts it to the request's `top_logprobs` count.
+    """
+
+    token: str
+    logprob: float = 0.0
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Behavior:
     """How the fake answers a healthy request.
 
@@ -44,7 +57,9 @@ class Behavior:
     (or the tool-call arguments) into `chunks` pieces of text, `chunk_delay_s` apart.
     `cached_tokens` is reported as OpenAI ``prompt_tokens_details.cached_tokens`` and
     Anthropic ``cache_read_input_tokens``; `cache_creation_tokens` as Anthropic
-    ``cache_creation_input_tokens``.
+    ``cache_creation_input_tokens``. `logprobs` scripts the tokens (and their alternatives)
+    reported when an OpenAI request asks for `logprobs`; their texts should spell `reply`.
+    Without it the fake cuts the reply into `chunks` tokens with made-up alternatives.
     """
 
     latency_s: float = 0.0
@@ -56,6 +71,7 @@ class Behavior:
     cache_creation_tokens: int = 0
     # False imitates servers that report no usage at all (and ignore stream_options).
     reports_usage: bool = True
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
     @property
     def tool(self) -> ToolCall | None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from keel.testing.behavior import Behavior, ToolCall
+from keel.testing.behavior import Behavior, TokenLogprob, ToolCall
 from keel.testing.conversation import (
     completion_tokens,
     prompt_tokens,
@@ -83,6 +83,22 @@ def _logprobs(pieces: Sequence[str], top: int) -> dict[str, Any]:
                 "top_logprobs": alternatives[:top],
             }
         )
+    return {"content": content, "refusal": None}
+
+
+def _scripted_logprobs(tokens: Sequence[TokenLogprob], top: int) -> dict[str, Any]:
+    content = [
+        {
+            "token": t.token,
+            "logprob": t.logprob,
+            "bytes": list(t.token.encode()),
+            "top_logprobs": [
+                {"token": alt, "logprob": lp, "bytes": list(alt.encode())}
+                for alt, lp in t.top[:top]
+            ],
+        }
+        for t in tokens
+    ]
     return {"content": content, "refusal": None}
 
 
@@ -234,6 +250,7 @@ class OpenAIDialect:
             top_logprobs=top_logprobs,
             usage=usage,
             reports_usage=behavior.reports_usage,
+            scripted_logprobs=behavior.logprobs,
         )
         if body.get("stream") is True:
             options = body.get("stream_options")
@@ -256,10 +273,26 @@ class _Completion:
     top_logprobs: int | None
     usage: dict[str, Any]
     reports_usage: bool = True
+    scripted_logprobs: tuple[TokenLogprob, ...] | None = None
 
     @property
     def finish_reason(self) -> str:
         return "tool_calls" if self.tool else "stop"
+
+    def pieces(self) -> list[str]:
+        """The answer's tokens: the scripted ones, else `text` cut into `chunks` parts."""
+        if self.scripted_logprobs is not None and not self.tool:
+            return [t.token for t in self.scripted_logprobs]
+        return split_text(self.text, self.chunks)
+
+    def logprobs(self, start: int, stop: int) -> dict[str, Any] | None:
+        """The `logprobs` of tokens start..stop (None when the request did not ask)."""
+        top = self.top_logprobs
+        if top is None:
+            return None
+        if self.scripted_logprobs is not None and not self.tool:
+            return _scripted_logprobs(self.scripted_logprobs[start:stop], top)
+        return _logprobs(self.pieces()[start:stop], top)
 
     def json(self) -> bytes:
         if self.tool:
@@ -268,8 +301,7 @@ class _Completion:
         else:
             message = {"role": "assistant", "content": self.text}
         message |= {"refusal": None, "annotations": []}
-        top = self.top_logprobs
-        logprobs = None if top is None else _logprobs(split_text(self.text, self.chunks), top)
+        logprobs = self.logprobs(0, len(self.pieces()))
         choice = {"message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}
         doc = {
             **self.head,
@@ -289,7 +321,7 @@ class _Completion:
             choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
             return _sse({**base, "choices": [choice]})
 
-        pieces = split_text(self.text, self.chunks)
+        pieces = self.pieces()
         frames: list[bytes] = []
         for i in range(self.choices):
             if self.tool:
@@ -302,10 +334,8 @@ class _Completion:
                     frames.append(chunk(i, delta, None))
             else:
                 frames.append(chunk(i, {"role": "assistant", "content": "", "refusal": None}, None))
-                for piece in pieces:
-                    top = self.top_logprobs
-                    lp = None if top is None else _logprobs([piece], top)
-                    frames.append(chunk(i, {"content": piece}, None, lp))
+                for n, piece in enumerate(pieces):
+                    frames.append(chunk(i, {"content": piece}, None, self.logprobs(n, n + 1)))
             frames.append(chunk(i, {}, self.finish_reason))
         if include_usage:
             frames.append(_sse({**base, "choices": [], "usage": self.usage}))
