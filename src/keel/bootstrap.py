@@ -1,4 +1,5 @@
-"""Composition root: Settings -> engine, writer, transport, providers, router, gateway."""
+"""Composition root: Settings -> engine, writer, transport, providers, router, gateway,
+registries and the evaluation services."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, inspect
 
 from keel.core.errors import KeelError
+from keel.evals.datasets import DatasetService
+from keel.evals.run_records import RunRecords
 from keel.gateway.pipeline import Gateway
 from keel.gateway.prompting import PromptApplier
 from keel.gateway.recorder import Recorder
@@ -19,12 +22,15 @@ from keel.prompts.registry import PromptRegistry
 from keel.providers.registry import create_provider
 from keel.providers.transport import HttpTransport
 from keel.settings import Settings
+from keel.store.datasets import DatasetStore
 from keel.store.engine import create_engine_for
+from keel.store.eval_runs import EvalRunStore
 from keel.store.migrate import upgrade
 from keel.store.prompts import PromptStore
 from keel.store.queries import TraceQueries
 from keel.store.scores import ScoreRepository
 from keel.store.spans import SpanRepository
+from keel.store.trace_selection import TraceSelector
 from keel.store.writer import SpanWriter
 from keel.store.writer_process import ProcessSpanWriter
 from keel.tracing.ingest import Ingestor
@@ -48,6 +54,9 @@ class Container:
     queries: TraceQueries
     prompts: PromptRegistry
     prompt_cache: PromptCache
+    datasets: DatasetService
+    eval_runs: RunRecords
+    trace_selector: TraceSelector
     engine: Engine | None = None  # the in-process pool, closed at stop
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -105,9 +114,12 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     prompts = PromptRegistry(PromptStore(engine))
     prompt_cache = PromptCache(prompts)
     prompts.on_change = prompt_cache.forget
+    dataset_store = DatasetStore(engine)
+    datasets = DatasetService(dataset_store)
+    eval_runs = RunRecords(EvalRunStore(engine), dataset_store, writer)
     return Container(
         settings, transport, writer, recorder, gateway, ingestor, scores, queries, prompts,
-        prompt_cache, engine,
+        prompt_cache, datasets, eval_runs, TraceSelector(engine, queries), engine,
     )  # fmt: skip
 
 

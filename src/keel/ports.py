@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from keel.core.audit import AuditEvent
+from keel.core.datasets import DatasetItem
+from keel.core.eval_runs import EvalRun, ItemResult, RunStatus
 from keel.core.prompts import PromptTemplate, PromptVersion
 from keel.core.rollout import LabelEvent, Target
 from keel.core.spans import Span
@@ -192,3 +194,110 @@ class Embedder(Protocol):
     def model_name(self) -> str: ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetVersionInfo:
+    """One dataset version without its items: what lists and headers show."""
+
+    name: str
+    version: int
+    item_count: int
+    content_hash: str
+    created_at: float
+    author: str | None = None
+    message: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDatasetVersion:
+    """What a push asks the dataset store to keep."""
+
+    name: str
+    items: tuple[DatasetItem, ...]
+    content_hash: str
+    author: str | None
+    message: str | None
+    source: str | None
+
+
+class DatasetRepository(Protocol):
+    """Dataset versions and their items (blocking calls)."""
+
+    def latest_versions(self) -> list[DatasetVersionInfo]:
+        """The newest version of every dataset, by name."""
+        ...
+
+    def latest(self, name: str) -> DatasetVersionInfo | None: ...
+
+    def version(self, name: str, version: int) -> DatasetVersionInfo | None: ...
+
+    def versions(self, name: str) -> list[DatasetVersionInfo]:
+        """Every version of `name`, oldest first."""
+        ...
+
+    def items(
+        self, name: str, version: int, *, after: int = -1, limit: int | None = None
+    ) -> list[tuple[int, DatasetItem]]:
+        """(position, item) of the version in order, from the position after `after`."""
+        ...
+
+    def items_by_id(self, name: str, version: int, ids: Sequence[str]) -> dict[str, DatasetItem]:
+        """The items of the version with these ids (missing ids are left out)."""
+        ...
+
+    def add_version(self, new: NewDatasetVersion, at: float) -> tuple[DatasetVersionInfo, bool]:
+        """Store the next version of the dataset, unless its newest version holds the same
+        content already; returns that version and whether it was created (atomically)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which eval runs to list; unset fields match every run."""
+
+    suite: str | None = None
+    name: str | None = None
+    dataset: str | None = None
+    status: RunStatus | None = None
+
+
+class EvalRunRepository(Protocol):
+    """Eval runs and their item results (blocking calls)."""
+
+    def create(self, run: EvalRun) -> None: ...
+
+    def get(self, run_id: str) -> EvalRun | None: ...
+
+    def list_runs(
+        self, where: RunFilter, limit: int, after: tuple[float, str] | None = None
+    ) -> list[EvalRun]:
+        """Runs matching `where`, newest first (by start time, then id), after the key
+        (started_at, run_id) of the previous page."""
+        ...
+
+    def set_status(
+        self,
+        run_id: str,
+        status: RunStatus,
+        finished_at: float | None,
+        summary: Mapping[str, Any] | None,
+    ) -> EvalRun | None:
+        """Set the run's status, end time and summary; None when there is no such run."""
+        ...
+
+    def upsert_results(self, run_id: str, results: Sequence[ItemResult]) -> list[ItemResult]:
+        """Store each result in place of the one with the same (item, repetition); returns
+        those whose root span (trace_id, span_id) was not stored before."""
+        ...
+
+    def results(
+        self, run_id: str, limit: int, after: tuple[int, str] | None = None
+    ) -> list[ItemResult]:
+        """Results by repetition then item id, after the key (repetition, item_id)."""
+        ...
+
+    def completed(self, run_id: str) -> set[tuple[str, int]]:
+        """The (item id, repetition) pairs the run holds results for."""
+        ...

@@ -444,7 +444,7 @@ def test_every_route_is_guarded_by_the_master_key_and_documented_exactly(
     app = running.server.config.app
     assert isinstance(app, KeelApp)
     routes = app.api.routes
-    assert len(routes) == 21
+    assert len(routes) == 34
     for route in routes:
         url = running.url + route.pattern.replace("{trace_id}", "a" * 32)
         for name, value in {"session_id": "s", "name": "p", "label": "l", "selector": "1"}.items():

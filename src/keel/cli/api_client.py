@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -72,6 +73,17 @@ class KeelApi:
     def put(self, path: str, body: Any) -> Any:
         """PUT `body` as JSON to `path` and return the decoded JSON."""
         return self.request("PUT", path, body=body)
+
+    def pages(self, path: str, query: dict[str, str] | None = None) -> Iterator[Any]:
+        """Every item of a paged list (`{data, next_cursor}`), following the cursors."""
+        query = dict(query or {})
+        while True:
+            page = self.get(path, query)
+            yield from page["data"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+            query["cursor"] = cursor
 
     def request(
         self,

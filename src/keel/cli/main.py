@@ -7,6 +7,7 @@ import sys
 import click
 
 from keel import __version__
+from keel.cli.datasets import datasets
 from keel.cli.db import db
 from keel.cli.prompts import prompts
 from keel.cli.serve import serve
@@ -25,6 +26,7 @@ cli.add_command(serve)
 cli.add_command(traces)
 cli.add_command(sessions)
 cli.add_command(prompts)
+cli.add_command(datasets)
 cli.add_command(db)
 
 

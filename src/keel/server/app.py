@@ -15,6 +15,8 @@ import orjson
 
 from keel.bootstrap import Container, prompt_applier
 from keel.core.errors import GatewayError
+from keel.server.api_datasets import DatasetRoutes
+from keel.server.api_eval_runs import EvalRunRoutes
 from keel.server.api_prompts import PromptRoutes
 from keel.server.api_router import ApiRouter
 from keel.server.api_scores import ScoreRoutes
@@ -46,6 +48,8 @@ class KeelApp:
         self.api.mount("POST", "/api/scores", ScoreRoutes(container.scores, routes).create)
         TraceRoutes(container.queries).register(self.api)
         PromptRoutes(container.prompts).register(self.api)
+        DatasetRoutes(container.datasets, container.trace_selector).register(self.api)
+        EvalRunRoutes(container.eval_runs).register(self.api)
         document = openapi_document()
         self.api.get("/api/openapi.json", lambda _request: document)
         self._routes: dict[tuple[str, str], Handler] = {

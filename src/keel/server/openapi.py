@@ -12,13 +12,15 @@ from importlib.metadata import PackageNotFoundError, version
 
 from keel.server.api_scores import ScoreBody
 from keel.server.api_traces import CHILDREN_LIMIT, LIST_LIMIT, TREE_LIMIT, TURNS_LIMIT
+from keel.server.openapi_evals import eval_paths, eval_schemas
 from keel.server.openapi_parts import EPOCH, JSON, TEXT, nullable, path_param, query, ref
 from keel.server.openapi_prompts import prompt_paths, prompt_schemas
 
 _DESCRIPTION = """\
 Read what Keel recorded: traces (filtered, paginated), one trace as a tree, sessions as
 conversations, users; attach scores. Manage prompts: push versions, move labels, roll
-out gradually, roll back; read the audit log.
+out gradually, roll back; read the audit log. Keep datasets as immutable versions (from
+files or from traces) and record eval runs with their results.
 
 - **Times** in requests (`from`, `to`) are epoch seconds or ISO 8601 (UTC unless an
   offset is given; write `+` as `%2B`). Times in responses are **epoch seconds** as
@@ -484,9 +486,9 @@ def openapi_document() -> JSON:
         "info": {"title": "Keel API", "version": package_version, "description": _DESCRIPTION},
         "servers": [{"url": "/"}],
         "security": [{"masterKey": []}],
-        "paths": {**_paths(), **prompt_paths()},
+        "paths": {**_paths(), **prompt_paths(), **eval_paths()},
         "components": {
-            "schemas": {**_schemas(), **prompt_schemas()},
+            "schemas": {**_schemas(), **prompt_schemas(), **eval_schemas()},
             "responses": responses,
             "securitySchemes": {
                 "masterKey": {

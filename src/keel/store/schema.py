@@ -21,6 +21,8 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Double,
+    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -223,3 +225,105 @@ prompt_versions_table = cast(Table, PromptVersionRecord.__table__)
 prompt_labels_table = cast(Table, PromptLabelRecord.__table__)
 prompt_label_events_table = cast(Table, PromptLabelEventRecord.__table__)
 audit_events_table = cast(Table, AuditEventRecord.__table__)
+
+
+class DatasetVersionRecord(Base):
+    """One immutable dataset version; its items are in dataset_items."""
+
+    __tablename__ = "dataset_versions"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_count: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str | None] = mapped_column(String)
+    message: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class DatasetItemRecord(Base):
+    """One item of one dataset version, at its position; see `keel.core.datasets.DatasetItem`.
+
+    Every version holds a full copy of its items: a version reads with one range scan and
+    never changes, and datasets are small next to spans.
+    """
+
+    __tablename__ = "dataset_items"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(200))
+    input: Mapped[Any] = mapped_column(json_type())
+    expected: Mapped[Any] = mapped_column(json_type(), nullable=True)
+    context: Mapped[list[dict[str, str]] | None] = mapped_column(json_type())
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", json_type())
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["name", "version"],
+            ["dataset_versions.name", "dataset_versions.version"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_dataset_items_name_version_item_id", "name", "version", "item_id", unique=True),
+    )
+
+
+class EvalRunRecord(Base):
+    """One eval run and what it pinned; see `keel.core.eval_runs.EvalRun`."""
+
+    __tablename__ = "eval_runs"
+
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    suite: Mapped[str | None] = mapped_column(String(200))
+    variant: Mapped[str | None] = mapped_column(String(200))
+    dataset: Mapped[str] = mapped_column(String(100))
+    dataset_version: Mapped[int] = mapped_column(Integer)
+    task: Mapped[dict[str, Any]] = mapped_column(json_type())
+    evaluators: Mapped[list[dict[str, Any]]] = mapped_column(json_type())
+    repeat: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", json_type())
+    summary: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+
+    __table_args__ = (
+        Index("ix_eval_runs_started_at", "started_at"),
+        Index("ix_eval_runs_suite_started_at", "suite", "started_at"),
+        Index("ix_eval_runs_dataset_started_at", "dataset", "started_at"),
+        Index("ix_eval_runs_name_started_at", "name", "started_at"),
+    )
+
+
+class EvalResultRecord(Base):
+    """One task call of a run on one item and repetition, with every verdict (JSON by
+    evaluator name); see `keel.core.eval_runs.ItemResult`."""
+
+    __tablename__ = "eval_results"
+
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("eval_runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    # (run, repetition, item) in this order: results page by repetition, then item.
+    repetition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[float | None] = mapped_column(Double)
+    cost_usd: Mapped[float | None] = mapped_column(Double)
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    span_id: Mapped[str | None] = mapped_column(String(16))
+    started_at: Mapped[float | None] = mapped_column(Double)
+    cached: Mapped[bool] = mapped_column(Boolean)
+    verdicts: Mapped[dict[str, Any]] = mapped_column(json_type())
+
+
+dataset_versions_table = cast(Table, DatasetVersionRecord.__table__)
+dataset_items_table = cast(Table, DatasetItemRecord.__table__)
+eval_runs_table = cast(Table, EvalRunRecord.__table__)
+eval_results_table = cast(Table, EvalResultRecord.__table__)

@@ -37,10 +37,11 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert current(blank_db_url) is None
 
     upgrade(blank_db_url)
-    assert current(blank_db_url) == head() == "0005"
+    assert current(blank_db_url) == head() == "0006"
     tables, indexes = _tables_and_indexes(blank_db_url)
     prompt_tables = {"prompt_versions", "prompt_labels", "prompt_label_events", "audit_events"}
-    assert {"spans", "scores", *prompt_tables} <= tables
+    eval_tables = {"dataset_versions", "dataset_items", "eval_runs", "eval_results"}
+    assert {"spans", "scores", *prompt_tables, *eval_tables} <= tables
     assert indexes == SPAN_INDEXES
 
     downgrade(blank_db_url, "base")
@@ -49,7 +50,11 @@ def test_upgrade_and_downgrade_round_trip(blank_db_url: str) -> None:
     assert "spans" not in tables
 
     upgrade(blank_db_url)  # a downgraded database can be upgraded again
-    assert current(blank_db_url) == "0005"
+    assert current(blank_db_url) == "0006"
+
+    downgrade(blank_db_url, "0005")  # datasets and runs go, the registry stays
+    tables, _ = _tables_and_indexes(blank_db_url)
+    assert prompt_tables <= tables and not eval_tables & tables
 
     downgrade(blank_db_url, "0004")  # the registry's tables go, the spans stay
     tables, _ = _tables_and_indexes(blank_db_url)

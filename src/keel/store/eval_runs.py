@@ -1,0 +1,246 @@
+"""The eval run repository: runs and their item results, in SQL.
+
+A run is one row of `eval_runs`; each task call on an item (one repetition) is one row
+of `eval_results`, keyed by (run, repetition, item), with the verdicts of every
+evaluator as one JSON column. Results are upserted (`INSERT ... ON CONFLICT DO UPDATE`,
+spelled once per dialect), so a runner that resumes, or retries a batch whose answer it
+never got, can send the same results again. Runs list newest first by (started_at,
+run_id) on `ix_eval_runs_*_started_at`; results page by (repetition, item id), the
+order of the primary key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+
+from keel.core.eval_runs import (
+    EvalRun,
+    ItemResult,
+    RunStatus,
+    verdict_from_json,
+    verdict_to_json,
+)
+from keel.ports import RunFilter
+from keel.store.schema import eval_results_table, eval_runs_table
+
+T = TypeVar("T")
+_RUNS = eval_runs_table.c
+_RESULTS = eval_results_table.c
+_KEY = ("run_id", "repetition", "item_id")
+_WRITE_TRIES = 5
+
+
+def _run_row(run: EvalRun) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "name": run.name,
+        "suite": run.suite,
+        "variant": run.variant,
+        "dataset": run.dataset,
+        "dataset_version": run.dataset_version,
+        "task": dict(run.task),
+        "evaluators": [dict(e) for e in run.evaluators],
+        "repeat": run.repeat,
+        "status": run.status,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "metadata": dict(run.metadata) or None,
+        "summary": None if run.summary is None else dict(run.summary),
+    }
+
+
+def _run(row: Mapping[Any, Any]) -> EvalRun:
+    return EvalRun(
+        run_id=row["run_id"],
+        name=row["name"],
+        suite=row["suite"],
+        variant=row["variant"],
+        dataset=row["dataset"],
+        dataset_version=row["dataset_version"],
+        task=row["task"],
+        evaluators=tuple(row["evaluators"]),
+        repeat=row["repeat"],
+        status=cast(RunStatus, row["status"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        metadata=row["metadata"] or {},
+        summary=row["summary"],
+    )
+
+
+def _result_row(run_id: str, result: ItemResult) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "repetition": result.repetition,
+        "item_id": result.item_id,
+        "output": result.output,
+        "error": result.error,
+        "latency_ms": result.latency_ms,
+        "cost_usd": result.cost_usd,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "trace_id": result.trace_id,
+        "span_id": result.span_id,
+        "started_at": result.started_at,
+        "cached": result.cached,
+        "verdicts": {name: verdict_to_json(v) for name, v in result.verdicts.items()},
+    }
+
+
+def _result(row: Mapping[Any, Any]) -> ItemResult:
+    return ItemResult(
+        item_id=row["item_id"],
+        repetition=row["repetition"],
+        output=row["output"],
+        error=row["error"],
+        latency_ms=row["latency_ms"],
+        cost_usd=row["cost_usd"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        trace_id=row["trace_id"],
+        span_id=row["span_id"],
+        started_at=row["started_at"],
+        cached=bool(row["cached"]),
+        verdicts={name: verdict_from_json(v) for name, v in (row["verdicts"] or {}).items()},
+    )
+
+
+class EvalRunStore:
+    """`keel.ports.EvalRunRepository` on a SQLAlchemy engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create(self, run: EvalRun) -> None:
+        self._write(lambda c: c.execute(insert(eval_runs_table), _run_row(run)))
+
+    def get(self, run_id: str) -> EvalRun | None:
+        with self._engine.connect() as connection:
+            return _get(connection, run_id)
+
+    def list_runs(
+        self, where: RunFilter, limit: int, after: tuple[float, str] | None = None
+    ) -> list[EvalRun]:
+        query = select(eval_runs_table)
+        for column, wanted in (
+            (_RUNS.suite, where.suite),
+            (_RUNS.name, where.name),
+            (_RUNS.dataset, where.dataset),
+            (_RUNS.status, where.status),
+        ):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        if after is not None:
+            started, run_id = after
+            query = query.where(
+                or_(
+                    _RUNS.started_at < started,
+                    and_(_RUNS.started_at == started, _RUNS.run_id < run_id),
+                )
+            )
+        query = query.order_by(_RUNS.started_at.desc(), _RUNS.run_id.desc()).limit(limit)
+        with self._engine.connect() as connection:
+            return [_run(row) for row in connection.execute(query).mappings()]
+
+    def set_status(
+        self,
+        run_id: str,
+        status: RunStatus,
+        finished_at: float | None,
+        summary: Mapping[str, Any] | None,
+    ) -> EvalRun | None:
+        def change(connection: Connection) -> EvalRun | None:
+            values: dict[str, Any] = {"status": status, "finished_at": finished_at}
+            if summary is not None:
+                values["summary"] = dict(summary)
+            connection.execute(
+                update(eval_runs_table).where(_RUNS.run_id == run_id).values(**values)
+            )
+            return _get(connection, run_id)
+
+        return self._write(change)
+
+    def upsert_results(self, run_id: str, results: Sequence[ItemResult]) -> list[ItemResult]:
+        if not results:
+            return []
+
+        def upsert(connection: Connection) -> list[ItemResult]:
+            ids = sorted({result.item_id for result in results})
+            stored = {
+                (row.repetition, row.item_id): (row.trace_id, row.span_id)
+                for row in connection.execute(
+                    select(
+                        _RESULTS.repetition, _RESULTS.item_id, _RESULTS.trace_id, _RESULTS.span_id
+                    ).where(_RESULTS.run_id == run_id, _RESULTS.item_id.in_(ids))
+                )
+            }
+            rows = [_result_row(run_id, result) for result in results]
+            connection.execute(_upsert_statement(connection), rows)
+            return [
+                result
+                for result in results
+                if result.span_id is not None
+                and result.trace_id is not None
+                and stored.get((result.repetition, result.item_id))
+                != (result.trace_id, result.span_id)
+            ]
+
+        return self._write(upsert)
+
+    def results(
+        self, run_id: str, limit: int, after: tuple[int, str] | None = None
+    ) -> list[ItemResult]:
+        query = select(eval_results_table).where(_RESULTS.run_id == run_id)
+        if after is not None:
+            repetition, item_id = after
+            query = query.where(
+                or_(
+                    _RESULTS.repetition > repetition,
+                    and_(_RESULTS.repetition == repetition, _RESULTS.item_id > item_id),
+                )
+            )
+        query = query.order_by(_RESULTS.repetition, _RESULTS.item_id).limit(limit)
+        with self._engine.connect() as connection:
+            return [_result(row) for row in connection.execute(query).mappings()]
+
+    def completed(self, run_id: str) -> set[tuple[str, int]]:
+        query = select(_RESULTS.item_id, _RESULTS.repetition).where(_RESULTS.run_id == run_id)
+        with self._engine.connect() as connection:
+            return {(row.item_id, row.repetition) for row in connection.execute(query)}
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one transaction, tried again while SQLite says the database is locked."""
+        for attempt in range(_WRITE_TRIES):
+            try:
+                with self._engine.begin() as connection:
+                    return work(connection)
+            except OperationalError:
+                if attempt == _WRITE_TRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+
+def _get(connection: Connection, run_id: str) -> EvalRun | None:
+    row = connection.execute(select(eval_runs_table).where(_RUNS.run_id == run_id)).first()
+    return None if row is None else _run(row._mapping)
+
+
+def _upsert_statement(connection: Connection) -> Any:
+    """INSERT of result rows that replaces the row with the same key (per dialect)."""
+    values = [column.name for column in eval_results_table.columns if column.name not in _KEY]
+    if connection.dialect.name == "postgresql":
+        on_postgresql = postgresql.insert(eval_results_table)
+        return on_postgresql.on_conflict_do_update(
+            index_elements=list(_KEY), set_={n: on_postgresql.excluded[n] for n in values}
+        )
+    on_sqlite = sqlite.insert(eval_results_table)
+    return on_sqlite.on_conflict_do_update(
+        index_elements=list(_KEY), set_={n: on_sqlite.excluded[n] for n in values}
+    )
