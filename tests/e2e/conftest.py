@@ -87,6 +87,19 @@ class RunningKeel:
                 return span
         raise AssertionError(f"trace {trace_id} was not recorded")
 
+    def trace_spans(self, trace_id: str, expected: int) -> list[Span]:
+        """Every span of trace `trace_id`, once at least `expected` of them are written."""
+        if self.engine is None:
+            self.engine = create_engine_for(self.container.settings.database_url)
+        repository = SpanRepository(self.engine)
+        spans: list[Span] = []
+        for _ in range(500):
+            self.container.writer.flush()
+            spans = repository.trace(trace_id)
+            if len(spans) >= expected:
+                return spans
+        raise AssertionError(f"trace {trace_id} has {len(spans)} spans, not {expected}")
+
     def stop(self) -> None:
         if self.engine is not None:
             self.engine.dispose()

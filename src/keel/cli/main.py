@@ -9,6 +9,7 @@ import click
 from keel import __version__
 from keel.cli.datasets import datasets
 from keel.cli.db import db
+from keel.cli.evals import eval_group
 from keel.cli.prompts import prompts
 from keel.cli.serve import serve
 from keel.cli.sessions import sessions
@@ -27,6 +28,7 @@ cli.add_command(traces)
 cli.add_command(sessions)
 cli.add_command(prompts)
 cli.add_command(datasets)
+cli.add_command(eval_group)
 cli.add_command(db)
 
 

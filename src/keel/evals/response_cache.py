@@ -107,11 +107,15 @@ def request_key(body: dict[str, Any], repetition: int, namespace: str = "") -> s
 class CachingChatModel:
     """A ChatModel that answers from the cache when it can and fills it when it cannot."""
 
-    def __init__(self, inner: ChatModel, cache: ResponseCache, namespace: str = "") -> None:
-        """`namespace` separates gateways (their aliases may mean different models)."""
+    def __init__(
+        self, inner: ChatModel, cache: ResponseCache, namespace: str = "", *, read: bool = True
+    ) -> None:
+        """`namespace` separates gateways (their aliases may mean different models);
+        `read=False` calls the model every time and only refreshes the cache."""
         self._inner = inner
         self._cache = cache
         self._namespace = namespace
+        self._read = read
 
     async def complete(self, body: dict[str, Any], link: TraceLink | None = None) -> ModelAnswer:
         """A cached answer when this call was made before, else the model's (then cached)."""
@@ -119,7 +123,7 @@ class CachingChatModel:
         if link is not None and link.metadata is not None:
             repetition = int(link.metadata.get(REPETITION_KEY, 0))
         key = request_key(body, repetition, self._namespace)
-        found = self._cache.get(key)
+        found = self._cache.get(key) if self._read else None
         if found is not None:
             return found
         answer = await self._inner.complete(body, link)

@@ -66,7 +66,7 @@ class PromptRef:
     file: Path | None = None
 
     def with_label(self, label: str) -> PromptRef:
-        """The same prompt, at `label` in the registry (a file's prompt by its name)."""
+        """The same prompt at `label` in the registry (a file's prompt by the name it has)."""
         return PromptRef(name=self.name, label=label)
 
     def __str__(self) -> str:
@@ -292,7 +292,13 @@ class _Parser:
     def prompt(self, value: Any, field: str, label: Any, version: Any) -> PromptRef:
         text = self.text(value, field)
         if text.endswith((".yaml", ".yml")):
-            return PromptRef(file=self.path_of(text, field))
+            path = self.path_of(text, field)
+            try:
+                document = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError) as exc:
+                raise self.fail(field, f"cannot read the prompt file {path}: {exc}") from None
+            name = document.get("name") if isinstance(document, dict) else None
+            return PromptRef(name=name if isinstance(name, str) else None, file=path)
         match = _PROMPT_REF.match(text)
         if match is None:
             raise self.fail(field, "must be a prompt name (name, name@3, name:label) or a file")

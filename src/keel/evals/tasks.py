@@ -260,10 +260,10 @@ def _documents(raw: Any, where: str) -> tuple[Document, ...] | None:
     documents = []
     for index, entry in enumerate(raw):
         if isinstance(entry, str):
-            documents.append(Document(id=f"doc{index + 1}", text=entry))
+            documents.append(Document(id=str(index + 1), text=entry))
         elif isinstance(entry, Mapping) and isinstance(entry.get("text"), str):
             documents.append(
-                Document(id=str(entry.get("id", f"doc{index + 1}")), text=entry["text"])
+                Document(id=str(entry.get("id", index + 1)), text=entry["text"])
             )
         else:
             raise TaskError(f"{where}: context[{index}] must be a text or an {{id, text}} mapping")

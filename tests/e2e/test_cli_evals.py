@@ -1,0 +1,130 @@
+"""`keel eval run`: the example suite end to end through a running Keel and the fake upstream.
+
+The flow a team runs in CI: the prompt file in the working tree is the candidate, the
+registry's `production` label the baseline. Unchanged, the gates pass; with the example
+regression (the prompt stops passing the retrieved context), the comparison shows the drop
+with its interval and the command exits 1, writing JUnit and Markdown that say which rule
+failed. The runs are visible through the REST API, each item in its own trace.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from xml.etree import ElementTree
+
+import httpx2 as httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from keel.cli.main import cli
+from keel.testing import FakeUpstream
+from tests.e2e.conftest import RunningKeel
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+ITEMS = 12  # examples/evals/rag_qa.jsonl
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of examples/prompts and examples/evals, as a repository would hold them."""
+    work = tmp_path / "project"
+    shutil.copytree(EXAMPLES / "prompts", work / "prompts")
+    shutil.copytree(EXAMPLES / "evals", work / "evals")
+    return work
+
+
+def _keel(url: str, project: Path):  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    env = {
+        "KEEL_URL": url,
+        "KEEL_API_KEY": None,
+        "KEEL_MASTER_KEY": None,
+        "COLUMNS": "200",
+        "KEEL_EVAL_CACHE": str(project / "cache.sqlite"),
+    }
+
+    def run(*args: str) -> Result:
+        return runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    return run
+
+
+def _regress(project: Path) -> None:
+    """The example regression: the user message no longer carries the retrieved context."""
+    path = project / "prompts" / "rag_qa.yaml"
+    text = path.read_text()
+    old = 'content: "Context:\\n{{ context }}\\n\\nQuestion: {{ query }}"'
+    assert old in text
+    path.write_text(text.replace(old, 'content: "Question: {{ query }}"'))
+
+
+def test_a_changed_prompt_is_compared_with_production_and_gated(
+    keel: RunningKeel, fake: FakeUpstream, project: Path
+) -> None:
+    run = _keel(keel.url, project)
+    assert run("prompts", "push", str(project / "prompts"), "-m", "first").exit_code == 0
+    assert run("prompts", "label", "rag_qa", "1", "production").exit_code == 0
+    suite = str(project / "evals" / "rag_qa_suite.yaml")
+    junit, markdown = project / "junit.xml", project / "report.md"
+
+    same = run("eval", "run", suite, "--baseline", "production", "--quiet",
+               "--junit", str(junit), "--markdown", str(markdown))  # fmt: skip
+    assert same.exit_code == 0, same.output
+    assert "answers" in same.output and "no significant change" in same.output
+    assert "PASSED" in same.output and "FAILED" not in same.output
+    assert fake.request_count == 2 * ITEMS  # baseline and candidate, one call per item
+    root = ElementTree.parse(junit).getroot()
+    assert sum(int(s.get("failures") or 0) for s in root) == 0
+    assert markdown.read_text().startswith("# Eval: rag_qa — passed")
+
+    _regress(project)
+    worse = run("eval", "run", suite, "--baseline", "production", "--quiet",
+                "--junit", str(junit), "--markdown", str(markdown))  # fmt: skip
+    assert worse.exit_code == 1, worse.output
+    assert "regressed" in worse.output
+    assert "-1.000 [-1.000, -1.000]" in worse.output  # cites: no answer cites a source now
+    assert "failed a gate" in worse.output
+    # the baseline came from the cache: only the changed candidate called the model
+    assert fake.request_count == 3 * ITEMS
+    failed = [
+        case.get("name")
+        for suite_element in ElementTree.parse(junit).getroot()
+        for case in suite_element
+        if case.find("failure") is not None
+    ]
+    assert "answers pass_rate >= 0.9" in failed
+    assert any(name and name.startswith("answers: any evaluator mean not worse") for name in failed)
+    report = markdown.read_text()
+    assert report.startswith("# Eval: rag_qa — FAILED")
+    assert "Echo: Question: How long do I have to return an item?" in report
+
+    # the same runs through the REST API
+    runs = httpx.get(keel.url + "/api/evals/runs", params={"suite": "rag_qa"}).json()["data"]
+    assert len(runs) == 4 and all(r["status"] == "finished" for r in runs)
+    candidate = runs[0]
+    assert candidate["task"]["file"].endswith("rag_qa.yaml")
+    # only the two questions that contain their own answer ("Canada", "PayPal") still pass
+    assert candidate["summary"]["evaluators"]["answers"]["pass_rate"]["value"] == 2 / ITEMS
+    baseline = next(r for r in runs if r["variant"] == "default@production")
+    assert baseline["task"]["version"] == 1 and baseline["task"]["label"] == "production"
+    results = httpx.get(keel.url + f"/api/evals/runs/{candidate['run_id']}/results").json()
+    first = results["data"][0]
+    assert first["verdicts"]["answers"]["passed"] is False
+    # the item's trace holds its root span and, nested under it, the gateway's generation
+    spans = keel.trace_spans(first["trace_id"], 2)
+    root_span = next(s for s in spans if s.span_id == first["span_id"])
+    generation = next(s for s in spans if s.kind == "generation")
+    assert generation.parent_span_id == root_span.span_id
+    assert root_span.attributes["keel.eval.run_id"] == candidate["run_id"]
+
+
+def test_a_suite_with_a_mistake_exits_2_before_anything_runs(
+    keel: RunningKeel, fake: FakeUpstream, project: Path
+) -> None:
+    suite = project / "evals" / "rag_qa_suite.yaml"
+    suite.write_text(suite.read_text().replace("{type: rouge_l,", "{type: rogue_l,"))
+    result = _keel(keel.url, project)("eval", "run", str(suite))
+    assert result.exit_code == 2
+    assert "unknown evaluator type 'rogue_l'; did you mean 'rouge_l'?" in result.output
+    assert fake.request_count == 0
