@@ -262,9 +262,7 @@ def _documents(raw: Any, where: str) -> tuple[Document, ...] | None:
         if isinstance(entry, str):
             documents.append(Document(id=str(index + 1), text=entry))
         elif isinstance(entry, Mapping) and isinstance(entry.get("text"), str):
-            documents.append(
-                Document(id=str(entry.get("id", index + 1)), text=entry["text"])
-            )
+            documents.append(Document(id=str(entry.get("id", index + 1)), text=entry["text"]))
         else:
             raise TaskError(f"{where}: context[{index}] must be a text or an {{id, text}} mapping")
     return tuple(documents)
