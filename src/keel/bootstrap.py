@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, inspect
 
-from keel.core.errors import KeelError
+from keel.core.errors import ConfigError, KeelError
 from keel.evals.datasets import DatasetService
+from keel.evals.online import OnlineEvaluator, OnlineRule, SamplingSink, SpanMatch
+from keel.evals.registry import EvaluatorSpec, Services, builtin_registry
 from keel.evals.run_records import RunRecords
+from keel.gateway.local_model import LocalChatModel
 from keel.gateway.pipeline import Gateway
 from keel.gateway.prompting import PromptApplier
 from keel.gateway.recorder import Recorder
@@ -58,6 +61,7 @@ class Container:
     eval_runs: RunRecords
     trace_selector: TraceSelector
     engine: Engine | None = None  # the in-process pool, closed at stop
+    online: OnlineEvaluator | None = None  # scores sampled live traffic (online_evals)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -65,6 +69,8 @@ class Container:
         await self.transport.start()
         self.writer.start()
         self._tasks.append(asyncio.create_task(self.prompt_cache.follow(PROMPT_REFRESH_S)))
+        if self.online is not None:
+            self.online.start()
 
     async def stop(self) -> None:
         """Finish token counts, close the upstream pool, drain every queued span."""
@@ -72,6 +78,8 @@ class Container:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.online is not None:
+            await self.online.stop()
         await self.recorder.drain()
         await self.transport.close()
         self.writer.close()
@@ -107,10 +115,15 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
         for alias in settings.aliases.values()
         for deployment in alias.deployments
     }
-    recorder = Recorder(writer, settings.prices, capture_messages=settings.capture_messages)
+    # With online evaluation, every recorded span is also offered to its sampler.
+    sink = SamplingSink(writer) if settings.online_evals else writer
+    recorder = Recorder(sink, settings.prices, capture_messages=settings.capture_messages)
     gateway = Gateway(Router(settings.aliases, providers), settings.retry, recorder)
-    ingestor = Ingestor(writer, settings.prices)
+    ingestor = Ingestor(sink, settings.prices)
     scores, queries = ScoreRepository(engine), TraceQueries(engine)
+    online = None
+    if isinstance(sink, SamplingSink):
+        online = sink.online = online_evaluator(settings, gateway, scores)
     prompts = PromptRegistry(PromptStore(engine))
     prompt_cache = PromptCache(prompts)
     prompts.on_change = prompt_cache.forget
@@ -119,8 +132,29 @@ def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     eval_runs = RunRecords(EvalRunStore(engine), dataset_store, writer)
     return Container(
         settings, transport, writer, recorder, gateway, ingestor, scores, queries, prompts,
-        prompt_cache, datasets, eval_runs, TraceSelector(engine, queries), engine,
+        prompt_cache, datasets, eval_runs, TraceSelector(engine, queries), engine, online,
     )  # fmt: skip
+
+
+def online_evaluator(
+    settings: Settings, gateway: Gateway, scores: ScoreRepository
+) -> OnlineEvaluator:
+    """The sampler of `online_evals`: its judges call the gateway in process."""
+    registry = builtin_registry()
+    judge = LocalChatModel(gateway, settings.prices)
+    rules = []
+    for index, config in enumerate(settings.online_evals):
+        specs = [
+            EvaluatorSpec(e.type, e.name, e.params, e.threshold, e.negate)
+            for e in config.evaluators
+        ]
+        try:
+            evaluators = registry.build_all(specs, Services(judge=judge, judge_model=config.judge))
+        except ConfigError as exc:
+            raise ConfigError(f"online_evals[{index}] ({config.name}): {exc}") from None
+        match = SpanMatch(config.kind, config.prompt, config.model, tuple(config.tags))
+        rules.append(OnlineRule(config.name, match, config.sample, evaluators))
+    return OnlineEvaluator(rules, scores.add)
 
 
 def prompt_applier(container: Container) -> PromptApplier:

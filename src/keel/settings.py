@@ -140,6 +140,27 @@ def check_database_url(value: str) -> str:
     return value
 
 
+class OnlineEvaluatorConfig(_Strict):
+    type: str = Field(min_length=1, description="An evaluator type (`keel eval evaluators`).")
+    name: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    threshold: float | None = None
+    negate: bool = False
+
+
+class OnlineEvalConfig(_Strict):
+    """Score a sample of live calls: which ones, how many, with what."""
+
+    name: str = Field(min_length=1, description="Names the rule in scores and stats.")
+    sample: float = Field(ge=0, le=1, description="Fraction of matching traces to score.")
+    kind: str = "generation"
+    prompt: str | None = Field(default=None, description="Only calls that named this prompt.")
+    model: str | None = Field(default=None, description="Only calls to this alias.")
+    tags: list[str] = Field(default_factory=list, description="Only calls with all these tags.")
+    judge: str | None = Field(default=None, description="The alias LLM judges call.")
+    evaluators: list[OnlineEvaluatorConfig] = Field(min_length=1)
+
+
 class FileConfig(_Strict):
     """The whole of keel.yaml."""
 
@@ -151,6 +172,7 @@ class FileConfig(_Strict):
     server: ServerConfig = ServerConfig()
     recording: RecordingConfig = RecordingConfig()
     database: DatabaseConfig = DatabaseConfig()
+    online_evals: list[OnlineEvalConfig] = Field(default_factory=list)
 
 
 # --- what the rest of Keel receives --------------------------------------------------------
@@ -175,6 +197,7 @@ class Settings:
     log_level: str = "info"
     config_path: str | None = None
     warnings: tuple[str, ...] = ()
+    online_evals: tuple[OnlineEvalConfig, ...] = ()
 
 
 def packaged_prices() -> PriceTable:
@@ -255,6 +278,17 @@ def _resolve(
             )
         aliases[alias_name] = ModelAlias(alias_name, tuple(deployments), tuple(alias.fallbacks))
 
+    names: set[str] = set()
+    for index, rule in enumerate(config.online_evals):
+        where = f"{source}{_line_of(root, ('online_evals', index))}: online_evals[{index}]"
+        if rule.name in names:
+            raise ConfigError(f"{where}: two online_evals rules are named {rule.name!r}")
+        names.add(rule.name)
+        for wanted in (rule.judge, rule.model):
+            if wanted is not None and wanted not in config.models:
+                hint = _did_you_mean(wanted, config.models)
+                raise ConfigError(f"{where}: {wanted!r} is not a model alias{hint}")
+
     master_key = None
     if config.auth.master_key is not None:
         var = config.auth.master_key[4:]
@@ -294,6 +328,7 @@ def _resolve(
         log_level=log_level,
         config_path=None if source == "<defaults>" else source,
         warnings=tuple(warnings),
+        online_evals=tuple(config.online_evals),
     )
 
 

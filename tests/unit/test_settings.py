@@ -300,3 +300,28 @@ def test_unsupported_database_url_is_a_config_error(
 ) -> None:
     message = config_error(text, env)
     assert key in message and "sqlite:///" in message and "postgresql://" in message
+
+
+ONLINE_CONFIG = """models:
+  fast: {deployments: [{provider: openai, model: gpt-4o-mini, api_base: "http://x/v1"}]}
+online_evals:
+  - name: tone
+    sample: 0.1
+    judge: fast
+    evaluators: [{type: refusal, negate: true}]
+"""
+
+
+def test_online_evals_are_read_and_checked() -> None:
+    settings = settings_from_text(ONLINE_CONFIG, {}, source="keel.yaml")
+    (rule,) = settings.online_evals
+    assert (rule.name, rule.sample, rule.judge, rule.kind) == ("tone", 0.1, "fast", "generation")
+    assert rule.evaluators[0].negate is True
+    with pytest.raises(
+        ConfigError, match=r"online_evals\[0\]: 'fst' is not a model alias; did you mean 'fast'"
+    ):
+        settings_from_text(
+            ONLINE_CONFIG.replace("judge: fast", "judge: fst"), {}, source="keel.yaml"
+        )
+    with pytest.raises(ConfigError, match=r"online_evals\[0\]\.sample .*less than or equal to 1"):
+        settings_from_text(ONLINE_CONFIG.replace("0.1", "5"), {}, source="keel.yaml")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from keel.core.rollout import bucket
 from keel.core.scores import Score
 from keel.core.spans import Span
 from keel.evals.registry import Evaluator
-from keel.ports import TraceLink
+from keel.ports import SpanQueue, TraceLink
 
 log = logging.getLogger("keel.evals.online")
 EVAL_TAG = "eval"  # eval runs and judge calls carry it; online rules skip such spans
@@ -100,22 +101,36 @@ class OnlineEvaluator:
         self._queue: asyncio.Queue[tuple[OnlineRule, Span]] = asyncio.Queue(max_queue)
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self.stats = OnlineStats()
 
     def offer(self, span: Span) -> None:
-        """Queue the span for every rule that samples it; never blocks, never raises."""
+        """Queue the span for every rule that samples it; never blocks, never raises.
+
+        Safe from any thread: a span offered off the event loop's thread is queued by the
+        loop (spans of API handlers that run in worker threads)."""
         for rule in self._rules:
             if not rule.wants(span):
                 continue
-            try:
-                self._queue.put_nowait((rule, span))
-            except asyncio.QueueFull:
-                self.stats.dropped += 1
+            loop = self._loop
+            if loop is not None and threading.get_ident() != self._loop_thread:
+                loop.call_soon_threadsafe(self._enqueue, rule, span)
             else:
-                self.stats.sampled += 1
+                self._enqueue(rule, span)
+
+    def _enqueue(self, rule: OnlineRule, span: Span) -> None:
+        try:
+            self._queue.put_nowait((rule, span))
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+        else:
+            self.stats.sampled += 1
 
     def start(self) -> None:
         """Start the workers in the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
 
     async def drain(self) -> None:
@@ -151,6 +166,25 @@ class OnlineEvaluator:
         self.stats.scored += 1
         self.stats.failed_evaluations += sum(not v.ok for v in verdicts)
         self.stats.by_rule[rule.name] = self.stats.by_rule.get(rule.name, 0) + 1
+
+
+class SamplingSink:
+    """A span queue that also offers every span to online evaluation (attached later: the
+    evaluators' judge calls go through the gateway, which records into this sink)."""
+
+    def __init__(self, inner: SpanQueue) -> None:
+        self._inner = inner
+        self.online: OnlineEvaluator | None = None
+
+    def emit(self, span: Span) -> None:
+        """Queue the span for storage, then offer it for sampling."""
+        self._inner.emit(span)
+        if self.online is not None:
+            self.online.offer(span)
+
+    def room(self) -> int:
+        """The storage queue's room."""
+        return self._inner.room()
 
 
 def span_case(span: Span) -> Case:
