@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,7 @@ async def _run_suite(
     try:
         plan = plan_suite(
             backend, suite, model, services=services, variants=variants, repeat=repeat,
-            concurrency=concurrency,
+            concurrency=concurrency, cache=cache if read_cache else None, cache_scope=api.url,
         )  # fmt: skip
         return await _run_variants(
             backend, suite, plan.specs, variants, model, baseline, baseline_run, resume,
@@ -196,10 +197,8 @@ async def _run_variants(
                               "not compared[/yellow]")  # fmt: skip
             else:
                 task = build_task(backend, suite, other, model)
-                base_spec = RunSpec(
-                    name=f"{suite.name} / {other.name}", dataset=spec.dataset, task=task,
-                    evaluators=spec.evaluators, repeat=spec.repeat,
-                    concurrency=spec.concurrency, suite=suite.name, variant=other.name,
+                base_spec = replace(
+                    spec, name=f"{suite.name} / {other.name}", task=task, variant=other.name,
                     metadata={"role": "baseline", "label": baseline},
                 )  # fmt: skip
                 base_run = await _run_one(backend, base_spec, names, None, console, quiet)

@@ -91,12 +91,17 @@ def judge(verdict: Verdict, threshold: float, negate: bool = False) -> Verdict:
     exactly when "contains X" fails. A failed evaluation stays failed under negation.
     """
     if verdict.error is not None or verdict.score is None:
+        if verdict.passed is False:
+            return verdict
         return replace(verdict, passed=False)
     score = verdict.score
     passed = verdict.passed if verdict.passed is not None else score >= threshold
     if negate:
-        score = 1.0 - score
-        passed = not passed
         explanation = f"negated: {verdict.explanation}" if verdict.explanation else "negated"
-        return replace(verdict, score=score, passed=passed, explanation=explanation)
-    return replace(verdict, passed=passed)
+        return Verdict(
+            1.0 - score, not passed, explanation, verdict.error, verdict.raw, verdict.details
+        )
+    if verdict.passed is passed:
+        return verdict
+    # Built directly: `dataclasses.replace` costs more than the check on a cached re-run.
+    return Verdict(score, passed, verdict.explanation, verdict.error, verdict.raw, verdict.details)

@@ -34,6 +34,7 @@ from keel.evals.registry import (
     EvaluatorType,
     Params,
     Services,
+    code_fingerprint,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -143,7 +144,11 @@ def register_functions(
     for definition in found.values():
         registry.add(
             EvaluatorType(
-                definition.name, definition.build, definition.threshold, definition.summary
+                definition.name,
+                definition.build,
+                definition.threshold,
+                definition.summary,
+                code=code_fingerprint(definition.function),
             )
         )
     return list(found)

@@ -170,9 +170,10 @@ def parse_answer(answer: ModelAnswer, schema: AnswerSchema) -> dict[str, Any] | 
         return f"the answer is not valid JSON{hint}: {exc}"
     if not isinstance(data, dict):
         return f"the answer is a JSON {type(data).__name__}, not an object"
-    problem = jsonschema.exceptions.best_match(schema.validator.iter_errors(data))
-    if problem is not None:
-        return f"{problem.json_path}: {problem.message}"
+    if not schema.validator.is_valid(data):  # the common case skips ranking the errors
+        problem = jsonschema.exceptions.best_match(schema.validator.iter_errors(data))
+        if problem is not None:
+            return f"{problem.json_path}: {problem.message}"
     complaint = schema.check(data) if schema.check is not None else None
     return data if complaint is None else complaint
 

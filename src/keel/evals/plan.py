@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from keel.core.datasets import DatasetVersion
 from keel.core.prompts import PromptTemplate, PromptVersion, content_hash
 from keel.evals.registry import EvaluatorRegistry, Services, builtin_registry
-from keel.evals.runner import RunSpec
+from keel.evals.runner import ResultCache, RunSpec
 from keel.evals.suite import DatasetRef, Suite, SuiteError, Variant
 from keel.evals.tasks import CallableTask, ModelTask, PromptTask, Task
 from keel.ports import ChatModel
@@ -107,6 +107,8 @@ def plan_suite(
     repeat: int | None = None,
     concurrency: int | None = None,
     registry: EvaluatorRegistry | None = None,
+    cache: ResultCache | None = None,
+    cache_scope: str = "",
 ) -> Plan:
     """Resolve the suite's dataset, tasks and evaluators into one spec per variant."""
     registry = registry or load_registry(suite.plugins)
@@ -124,6 +126,8 @@ def plan_suite(
                 concurrency=concurrency or suite.concurrency,
                 suite=suite.name,
                 variant=variant.name,
+                cache=cache,
+                cache_scope=f"{cache_scope}|judge={suite.judge_model}",
             )
         )
     return Plan(suite, dataset, tuple(specs))

@@ -13,10 +13,17 @@ the runner.
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+import orjson
+
+import keel
 from keel.core.errors import ConfigError, UpstreamError
 from keel.core.evaluation import Case, Verdict, judge
 from keel.ports import ChatModel, Embedder
@@ -120,12 +127,37 @@ Build = Callable[[Params, Services], Check]
 
 @dataclass(frozen=True, slots=True)
 class EvaluatorType:
-    """A kind of evaluator: how to build its check, and its default pass threshold."""
+    """A kind of evaluator: how to build its check, and its default pass threshold.
+
+    `code` fingerprints the code that decides the verdicts (the source file that defines
+    the type, and Keel's version): a cached verdict is reused only while it is unchanged.
+    """
 
     name: str
     build: Build
     threshold: float
     summary: str
+    code: str = ""
+
+
+def code_fingerprint(obj: object) -> str:
+    """A hash of the source file defining `obj` (a function or class) and Keel's version."""
+    return _file_fingerprint(inspect.getsourcefile(obj) or repr(obj))  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=1024)
+def _fingerprint(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+@functools.cache
+def _file_fingerprint(path: str) -> str:
+    digest = hashlib.sha256(keel.__version__.encode())
+    try:
+        digest.update(Path(path).read_bytes())
+    except OSError:
+        digest.update(path.encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +199,14 @@ class Evaluator:
         """The score at or above which a case passes."""
         return self.kind.threshold if self.spec.threshold is None else self.spec.threshold
 
+    @property
+    def fingerprint(self) -> str:
+        """What the verdicts depend on besides the case: type, parameters, threshold,
+        negation and the type's code (see `EvaluatorType.code`)."""
+        spec = self.spec
+        document = [spec.type, spec.params, self.threshold, spec.negate, self.kind.code]
+        return _fingerprint(orjson.dumps(document, option=orjson.OPT_SORT_KEYS, default=repr))
+
     async def evaluate(self, case: Case) -> Verdict:
         """Run the check; a check that raises is a failed evaluation, not an exception."""
         try:
@@ -199,6 +239,8 @@ class EvaluatorRegistry:
         """Register a type; a second type of the same name is a configuration error."""
         if kind.name in self._types:
             raise EvaluatorConfigError(f"evaluator type {kind.name!r} is registered twice")
+        if not kind.code:
+            kind = replace(kind, code=code_fingerprint(kind.build))
         self._types[kind.name] = kind
 
     def get(self, name: str) -> EvaluatorType:

@@ -1,5 +1,11 @@
 """The eval response cache: re-running an unchanged task or judge costs nothing.
 
+Two tables in one file. `responses` holds model answers by request; `results` holds whole
+item results (the answer and every evaluator's verdict) by everything they depend on: the
+task's request, the item, and each evaluator's fingerprint (its type, parameters and code).
+A re-run of an unchanged suite reads one result per item and calls and evaluates nothing;
+changing one evaluator re-evaluates with the cached answers.
+
 A model call is identified by its request body (canonical JSON) and the repetition it
 serves (`--repeat 3` makes three distinct calls per item; a re-run reuses all three).
 Answers are kept in a local SQLite file (`~/.cache/keel/eval-responses.sqlite` unless
@@ -17,12 +23,13 @@ import hashlib
 import sqlite3
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from keel.core.datasets import DatasetItem, item_to_json
+from keel.core.eval_runs import ItemResult, result_from_json, result_to_json
 from keel.core.usage import Usage
 from keel.ports import ChatModel, ModelAnswer, TraceLink
 
@@ -44,24 +51,20 @@ class ResponseCache:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses "
-            "(key TEXT PRIMARY KEY, answer BLOB NOT NULL, created_at REAL NOT NULL)"
-        )
+        for table in ("responses", "results"):
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} "
+                "(key TEXT PRIMARY KEY, answer BLOB NOT NULL, created_at REAL NOT NULL)"
+            )
         self._pending: dict[str, bytes] = {}
+        self._pending_results: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get(self, key: str) -> ModelAnswer | None:
         """The answer stored under `key`, or None."""
-        with self._lock:
-            data = self._pending.get(key)
-            if data is None:
-                row = self._db.execute(
-                    "SELECT answer FROM responses WHERE key = ?", (key,)
-                ).fetchone()
-                data = row[0] if row is not None else None
+        data = self._read("responses", self._pending, key)
         if data is None:
             self.misses += 1
             return None
@@ -70,30 +73,65 @@ class ResponseCache:
 
     def put(self, key: str, answer: ModelAnswer) -> None:
         """Store an answer (committed with the next batch, or at `flush`)."""
+        self._write(self._pending, key, orjson.dumps(_answer_to_json(answer)))
+
+    def get_result(self, key: str) -> ItemResult | None:
+        """The item result stored under `key` (as it was stored), or None."""
+        data = self._read("results", self._pending_results, key)
+        return None if data is None else result_from_json(orjson.loads(data))
+
+    def put_result(self, key: str, result: ItemResult) -> None:
+        """Store an item result (committed with the next batch, or at `flush`)."""
+        self._write(self._pending_results, key, orjson.dumps(result_to_json(result)))
+
+    def _read(self, table: str, pending: dict[str, bytes], key: str) -> bytes | None:
         with self._lock:
-            self._pending[key] = orjson.dumps(_answer_to_json(answer))
-            full = len(self._pending) >= _FLUSH_EVERY
+            data = pending.get(key)
+            if data is None:
+                row = self._db.execute(f"SELECT answer FROM {table} WHERE key = ?", (key,))
+                found = row.fetchone()
+                data = found[0] if found is not None else None
+        return data
+
+    def _write(self, pending: dict[str, bytes], key: str, data: bytes) -> None:
+        with self._lock:
+            pending[key] = data
+            full = len(self._pending) + len(self._pending_results) >= _FLUSH_EVERY
         if full:
             self.flush()
 
     def flush(self) -> None:
-        """Commit every buffered answer."""
+        """Commit every buffered answer and result."""
         with self._lock:
-            if not self._pending:
+            if not self._pending and not self._pending_results:
                 return
             now = time.time()
-            rows = [(key, data, now) for key, data in self._pending.items()]
             self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO responses (key, answer, created_at) VALUES (?, ?, ?)", rows
-            )
+            for table, pending in (
+                ("responses", self._pending),
+                ("results", self._pending_results),
+            ):
+                rows = [(key, data, now) for key, data in pending.items()]
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO {table} (key, answer, created_at) VALUES (?, ?, ?)",
+                    rows,
+                )
+                pending.clear()
             self._db.execute("COMMIT")
-            self._pending.clear()
 
     def close(self) -> None:
         """Flush and close the file."""
         self.flush()
         self._db.close()
+
+
+def result_key(request: str, item: DatasetItem, evaluators: list[str], scope: str = "") -> str:
+    """The cache key of one item's whole result: the task's request key, the item as the
+    evaluators see it (expected, context, metadata) and every evaluator's fingerprint."""
+    canonical = orjson.dumps(
+        [request, item_to_json(item), evaluators, scope], option=orjson.OPT_SORT_KEYS, default=repr
+    )
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def request_key(body: dict[str, Any], repetition: int, namespace: str = "") -> str:
@@ -146,7 +184,7 @@ def _answer_to_json(answer: ModelAnswer) -> dict[str, Any]:
 
 def _answer_from_json(doc: dict[str, Any]) -> ModelAnswer:
     usage = doc.get("usage")
-    answer = ModelAnswer(
+    return ModelAnswer(
         text=doc["text"],
         model=doc["model"],
         latency_ms=doc["latency_ms"],
@@ -155,5 +193,5 @@ def _answer_from_json(doc: dict[str, Any]) -> ModelAnswer:
         logprobs=doc.get("logprobs"),
         finish_reason=doc.get("finish_reason"),
         trace_id=doc.get("trace_id"),
+        cached=True,
     )
-    return replace(answer, cached=True)

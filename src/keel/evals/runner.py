@@ -18,23 +18,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from keel.core.datasets import DatasetVersion
+from keel.core.datasets import DatasetItem, DatasetVersion
 from keel.core.errors import KeelError, UpstreamError
 from keel.core.eval_runs import EvalRun, ItemResult, RunStatus
 from keel.core.evaluation import Case, Verdict
 from keel.core.ids import new_span_id, new_trace_id
 from keel.evals.registry import Evaluator
-from keel.evals.response_cache import REPETITION_KEY
+from keel.evals.response_cache import REPETITION_KEY, result_key
 from keel.evals.tasks import Task, TaskError
 from keel.ports import TraceLink
 
 RUN_ID_KEY = "keel.eval.run_id"
 ITEM_ID_KEY = "keel.eval.item_id"
 TRACE_LINK_KEY = "trace_link"  # where evaluators find the link for their judge calls
-_BATCH = 100
+_BATCH = 100  # results per store call; at most _BATCH_S of work is unstored at any time
 _BATCH_S = 1.0
 
 
@@ -58,6 +58,14 @@ class RunStore(Protocol):
     async def finish(
         self, run_id: str, status: RunStatus, summary: dict[str, Any] | None
     ) -> EvalRun: ...
+
+
+class ResultCache(Protocol):
+    """Whole item results by what they depend on (`keel.evals.response_cache`)."""
+
+    def get_result(self, key: str) -> ItemResult | None: ...
+
+    def put_result(self, key: str, result: ItemResult) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,10 @@ class RunSpec:
     suite: str | None = None
     variant: str | None = None
     metadata: dict[str, Any] | None = None
+    # Reuse an item's whole result when nothing it depends on changed; `cache_scope` names
+    # what else it depends on (the gateway, the suite's judge model).
+    cache: ResultCache | None = None
+    cache_scope: str = ""
 
     def new_run(self, now: float) -> EvalRun:
         """The run record this spec starts, with everything it pins."""
@@ -161,12 +173,15 @@ class Runner:
         for job in jobs:
             queue.put_nowait(job)
 
+        produced: list[ItemResult] = []
+
         async def worker() -> None:
             while not queue.empty():
                 item_index, repetition = queue.get_nowait()
                 result = await self._job(spec, run.run_id, item_index, repetition)
                 tally.count(result)
-                await batch.add(result)
+                produced.append(result)
+                batch.add(result)
                 if self._on_progress is not None:
                     self._on_progress(tally.progress())
 
@@ -180,9 +195,13 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
         finally:
-            await asyncio.shield(batch.flush())
+            flushing = asyncio.ensure_future(batch.flush())
         summary = None
-        if status == "finished" and self._summarise is not None:
+        if status == "finished" and self._summarise is not None and resume is None:
+            summary = self._summarise(run, produced)  # while the last results are sent
+        await asyncio.shield(flushing)
+        if status == "finished" and self._summarise is not None and resume is not None:
+            # A resumed run's earlier results are in the store.
             summary = self._summarise(run, await self._store.results(run.run_id))
         finished = await asyncio.shield(self._store.finish(run.run_id, status, summary))
         if status == "interrupted":
@@ -192,14 +211,30 @@ class Runner:
     async def _job(
         self, spec: RunSpec, run_id: str, item_index: int, repetition: int
     ) -> ItemResult:
+        """One (item, repetition): a reused result, or the task called and evaluated."""
         item = spec.dataset.items[item_index]
+        started_at = self._clock()
+        key = _result_key(spec, item, repetition)
+        if key is not None and spec.cache is not None:
+            reused = spec.cache.get_result(key)
+            if reused is not None:
+                return replace(
+                    reused, repetition=repetition, span_id=None, started_at=started_at, cached=True
+                )
+        result = await self._evaluate(spec, run_id, item, repetition, started_at)
+        if key is not None and spec.cache is not None and _reusable(result):
+            spec.cache.put_result(key, result)
+        return result
+
+    async def _evaluate(
+        self, spec: RunSpec, run_id: str, item: DatasetItem, repetition: int, started_at: float
+    ) -> ItemResult:
         link = TraceLink(
             trace_id=new_trace_id(),
             parent_span_id=new_span_id(),
             tags=("eval",),
             metadata={RUN_ID_KEY: run_id, ITEM_ID_KEY: item.id, REPETITION_KEY: repetition},
         )
-        started_at = self._clock()
         try:
             output = await spec.task.run(item, link)
         except (UpstreamError, TaskError) as exc:
@@ -229,6 +264,20 @@ class Runner:
             cached=output.cached,
             verdicts={e.name: v for e, v in zip(spec.evaluators, verdicts, strict=True)},
         )
+
+
+def _result_key(spec: RunSpec, item: DatasetItem, repetition: int) -> str | None:
+    if spec.cache is None:
+        return None
+    request = spec.task.request_key(item, repetition)
+    if request is None:
+        return None
+    return result_key(request, item, [e.fingerprint for e in spec.evaluators], spec.cache_scope)
+
+
+def _reusable(result: ItemResult) -> bool:
+    """Only complete results are reused: a failed call or evaluation is tried again."""
+    return result.error is None and all(v.ok for v in result.verdicts.values())
 
 
 def _failed(
@@ -277,24 +326,37 @@ class _Tally:
 
 
 class _Batch:
-    """Results waiting to be stored: sent every `_BATCH` results or `_BATCH_S` seconds."""
+    """Results waiting to be stored, sent in the background every `_BATCH` results or
+    `_BATCH_S` seconds, so no job waits on the store. One send is in flight at a time."""
 
     def __init__(self, store: RunStore, run_id: str) -> None:
         self._store = store
         self._run_id = run_id
         self._pending: list[ItemResult] = []
         self._last = time.perf_counter()
-        self._lock = asyncio.Lock()
+        self._sending: asyncio.Task[None] | None = None
 
-    async def add(self, result: ItemResult) -> None:
+    def add(self, result: ItemResult) -> None:
         self._pending.append(result)
-        if len(self._pending) >= _BATCH or time.perf_counter() - self._last >= _BATCH_S:
-            await self.flush()
+        due = len(self._pending) >= _BATCH or time.perf_counter() - self._last >= _BATCH_S
+        if due and self._sending is None:
+            self._sending = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self._pending:
+                pending, self._pending = self._pending, []
+                self._last = time.perf_counter()
+                await self._store.add_results(self._run_id, pending)
+                if len(self._pending) < _BATCH:
+                    break
+        finally:
+            self._sending = None
 
     async def flush(self) -> None:
-        async with self._lock:
-            if not self._pending:
-                return
+        """Wait for the send in flight, then store what is left."""
+        if self._sending is not None:
+            await self._sending
+        if self._pending:
             pending, self._pending = self._pending, []
-            self._last = time.perf_counter()
             await self._store.add_results(self._run_id, pending)

@@ -27,6 +27,7 @@ from keel.core.datasets import DatasetItem
 from keel.core.evaluation import Document
 from keel.core.prompts import PromptVersion
 from keel.core.templates import PromptRenderer, RenderError
+from keel.evals.response_cache import request_key
 from keel.ports import ChatModel, ModelAnswer, TraceLink
 
 
@@ -56,6 +57,10 @@ class Task(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """What the task is, pinned (prompt name and version, model, parameters)."""
+        ...
+
+    def request_key(self, item: DatasetItem, repetition: int) -> str | None:
+        """What identifies the task's call for the item (None: results cannot be cached)."""
         ...
 
     async def run(self, item: DatasetItem, link: TraceLink) -> TaskOutput: ...
@@ -168,6 +173,13 @@ class PromptTask:
         body["messages"] = rendered
         return body
 
+    def request_key(self, item: DatasetItem, repetition: int) -> str | None:
+        """The request's cache key (None when the item does not render)."""
+        try:
+            return request_key(self.body(item), repetition)
+        except TaskError:
+            return None
+
     async def run(self, item: DatasetItem, link: TraceLink) -> TaskOutput:
         """Render (or reference) the prompt for the item and call the model."""
         return _output(await self._model.complete(self.body(item), link))
@@ -208,6 +220,13 @@ class ModelTask:
             )
         return {"model": self._alias, **self._params, "messages": messages}
 
+    def request_key(self, item: DatasetItem, repetition: int) -> str | None:
+        """The request's cache key (None when the input cannot be sent)."""
+        try:
+            return request_key(self.body(item), repetition)
+        except TaskError:
+            return None
+
     async def run(self, item: DatasetItem, link: TraceLink) -> TaskOutput:
         """Call the model with the item's input."""
         return _output(await self._model.complete(self.body(item), link))
@@ -229,6 +248,10 @@ class CallableTask:
     def describe(self) -> dict[str, Any]:
         """The function's module and name."""
         return {"kind": "python", "function": f"{self._fn.__module__}:{self._name}"}
+
+    def request_key(self, item: DatasetItem, repetition: int) -> str | None:
+        """None: a function may change between runs, so its results are never reused."""
+        return None
 
     async def run(self, item: DatasetItem, link: TraceLink) -> TaskOutput:
         """Call the function (a sync one in a worker thread) and time it."""

@@ -185,7 +185,8 @@ class EvalRunRoutes:
         ]
         if errors:
             raise ApiProblem(422, "Invalid request", "The results were not stored.", errors)
-        results = [result_from_json(result.model_dump()) for result in body.results]
+        # The body is valid now; reading the documents themselves skips a model_dump per result.
+        results = [result_from_json(document) for document in request.body["results"]]
         recorded = _run_call(lambda: self._runs.record(run_id, results))
         return {"stored": recorded.stored, "spans": recorded.spans, "status": recorded.run.status}
 

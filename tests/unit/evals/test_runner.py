@@ -179,3 +179,49 @@ async def test_a_python_callable_is_a_task() -> None:
     results = await store.results(run.run_id)
     assert results[0].output == "about the question: question 0"
     assert run.task["kind"] == "python" and run.task["function"].endswith(".answer")
+
+
+async def test_an_unchanged_rerun_reuses_whole_results_and_a_changed_evaluator_reevaluates(
+    tmp_path: Path,
+) -> None:
+    calls = {"checks": 0}
+    registry = EvaluatorRegistry()
+
+    @registry.register("mentions", threshold=1.0)
+    def mentions(params: Params, services: Services):  # type: ignore[no-untyped-def]
+        word = params.text("word")
+
+        async def check(case: Case) -> Verdict:
+            calls["checks"] += 1
+            if word == "boom":
+                raise ValueError("cannot judge")
+            return Verdict(1.0 if word in case.output else 0.0)
+
+        return check
+
+    def spec(model: CachingChatModel, cache: ResponseCache, word: str) -> RunSpec:
+        evaluators = registry.build_all(
+            [EvaluatorSpec("mentions", params={"word": word})], Services()
+        )
+        task = ModelTask(model, "gpt-4o-mini")
+        return RunSpec("r", _dataset(5), task, evaluators, cache=cache, cache_scope="here")
+
+    async with FakeUpstream() as fake:
+        cache = ResponseCache(tmp_path / "cache.sqlite")
+        model = CachingChatModel(GatewayChatModel(fake.url + "/v1"), cache)
+        store = MemoryRunStore()
+        first = await Runner(store).run(spec(model, cache, "question"))
+        assert (fake.request_count, calls["checks"]) == (5, 5)
+        again = await Runner(store).run(spec(model, cache, "question"))
+        assert (fake.request_count, calls["checks"]) == (5, 5)  # nothing called, nothing judged
+        other = await Runner(store).run(spec(model, cache, "Echo"))
+        assert (fake.request_count, calls["checks"]) == (5, 10)  # judged anew, answers cached
+        await Runner(store).run(spec(model, cache, "boom"))
+        await Runner(store).run(spec(model, cache, "boom"))
+        assert calls["checks"] == 20  # a failed evaluation is not reused: tried again
+    a, b = await store.results(first.run_id), await store.results(again.run_id)
+    assert [r.verdicts for r in a] == [r.verdicts for r in b]
+    assert all(r.cached for r in b) and not any(r.cached for r in a)
+    assert [r.trace_id for r in a] == [r.trace_id for r in b]  # where the answer was made
+    assert all(r.span_id is None for r in b)
+    assert all(r.verdicts["mentions"].passed for r in await store.results(other.run_id))
