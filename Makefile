@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint typecheck fmt bench clean
 
+# torch first, alone: torch==2.13.0 takes the CPU build on disk; left to the resolver
+# (through keel[embeddings]) a CUDA build of several GB could be chosen.
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
