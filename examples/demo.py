@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -84,6 +85,7 @@ def main() -> int:
         )
         _rag_demo(env, tag)
         _prompts_demo(env, tag)
+        _evals_demo(env, tag)
         print(
             f"\n{tag}Gateway running at http://127.0.0.1:{PORT}/v1 (database .keel/demo.db). "
             "Try:\n  KEEL_DATABASE_URL=sqlite:///.keel/demo.db .venv/bin/keel traces list\n"
@@ -207,6 +209,37 @@ def _prompts_demo(env: dict[str, str], tag: str) -> None:
     print(f"  (trace {reply.headers['x-keel-trace-id']}: the span records keel.prompt.version)")
     print("$ keel prompts history rag_qa")
     subprocess.run([*keel, "history", "rag_qa"], env=env, check=False)
+
+
+def _evals_demo(env: dict[str, str], tag: str) -> None:
+    """Run the example eval suite against production, then again with the example regression."""
+    print(f"\n{tag}Evaluation: examples/evals/rag_qa_suite.yaml against the production label:")
+    env = {
+        **env,
+        "KEEL_URL": f"http://127.0.0.1:{PORT}",
+        "KEEL_EVAL_CACHE": str(WORK / "eval-cache.sqlite"),
+    }
+    keel = [sys.executable, "-m", "keel.cli.main", "eval", "run"]
+    suite = ROOT / "examples" / "evals" / "rag_qa_suite.yaml"
+    print(f"$ keel eval run {suite.relative_to(ROOT)} --baseline production")
+    subprocess.run([*keel, str(suite), "--baseline", "production", "--quiet"], env=env, check=False)
+    # The example regression, in a scratch copy: the prompt stops passing the context.
+    scratch = WORK / "eval-demo"
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(ROOT / "examples" / "prompts", scratch / "prompts")
+    shutil.copytree(ROOT / "examples" / "evals", scratch / "evals")
+    prompt = scratch / "prompts" / "rag_qa.yaml"
+    prompt.write_text(
+        prompt.read_text().replace("Context:\\n{{ context }}\\n\\nQuestion:", "Question:")
+    )
+    print(f"\n{tag}The same suite after a change that drops the context from rag_qa's user message:")
+    done = subprocess.run(
+        [*keel, str(scratch / "evals" / "rag_qa_suite.yaml"), "--baseline", "production",
+         "--quiet", "--markdown", str(WORK / "eval-report.md")],
+        env=env, check=False,
+    )  # fmt: skip
+    print(f"(exit code {done.returncode}: the gate failed, so CI would stop this change; "
+          f"Markdown report in {WORK / 'eval-report.md'})")  # fmt: skip
 
 
 def _wait_recorded(url: str) -> None:

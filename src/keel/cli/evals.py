@@ -119,11 +119,21 @@ def run(
     console = Console()
     cache_file = cache_path or Path(os.environ.get("KEEL_EVAL_CACHE") or default_cache_path())
     cache = ResponseCache(cache_file)
+    runners: list[Runner] = []
     try:
         reports = asyncio.run(
             _run_suite(api, suite, chosen, cache, not no_cache, repeat, concurrency, baseline,
-                       baseline_run, resume, console, quiet)
+                       baseline_run, resume, console, quiet, runners)
         )  # fmt: skip
+    except KeyboardInterrupt:
+        run = runners[-1].current if runners else None
+        if run is not None:
+            click.echo(
+                f"interrupted: run {run.run_id} keeps its results; continue it with "
+                f"keel eval run {suite_path} --variant '{run.variant}' --resume {run.run_id}",
+                err=True,
+            )
+        raise SystemExit(130) from None
     finally:
         cache.close()
     console_report(reports, console)
@@ -150,6 +160,7 @@ async def _run_suite(
     resume: str | None,
     console: Console,
     quiet: bool,
+    runners: list[Runner],
 ) -> list[VariantReport]:
     """Plan the suite, run each variant (and its baseline), check the gates."""
     backend = ApiEvalBackend(api)
@@ -163,7 +174,7 @@ async def _run_suite(
         )  # fmt: skip
         return await _run_variants(
             backend, suite, plan.specs, variants, model, baseline, baseline_run, resume,
-            console, quiet,
+            console, quiet, runners,
         )  # fmt: skip
     finally:
         gateway.close()
@@ -180,6 +191,7 @@ async def _run_variants(
     resume: str | None,
     console: Console,
     quiet: bool,
+    runners: list[Runner],
 ) -> list[VariantReport]:
     reports = []
     names = [e.name for e in specs[0].evaluators] if specs else []
@@ -201,9 +213,9 @@ async def _run_variants(
                     spec, name=f"{suite.name} / {other.name}", task=task, variant=other.name,
                     metadata={"role": "baseline", "label": baseline},
                 )  # fmt: skip
-                base_run = await _run_one(backend, base_spec, names, None, console, quiet)
+                base_run = await _run_one(backend, base_spec, names, None, console, quiet, runners)
                 base_results = await backend.results(base_run.run_id)
-        run = await _run_one(backend, spec, names, resume, console, quiet)
+        run = await _run_one(backend, spec, names, resume, console, quiet, runners)
         results = await backend.results(run.run_id)
         summary = summarize_run(results, evaluators=names)
         compare = None if base_results is None else _Comparisons(base_results, results)
@@ -236,6 +248,7 @@ async def _run_one(
     resume: str | None,
     console: Console,
     quiet: bool,
+    runners: list[Runner],
 ) -> EvalRun:
     def summarise(run: EvalRun, results: list[ItemResult]) -> dict[str, Any]:
         return summary_to_json(summarize_run(results, evaluators=names))
@@ -262,6 +275,7 @@ async def _run_one(
             )
 
         runner = Runner(backend, summarise=summarise, on_progress=on_progress)
+        runners.append(runner)
         return await runner.run(spec, resume=resume)
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 
 from keel.core.evaluation import Case, Verdict
 from keel.evals.registry import Build, Check, EvaluatorRegistry, Params, Services
@@ -240,6 +240,7 @@ def build_json_schema(params: Params, services: Services) -> Check:
     schema = params.raw("schema")
     if not isinstance(schema, Mapping):
         raise params.error("schema", "is required: a JSON Schema object")
+    schema = dict(schema)
     validator_class = jsonschema.validators.validator_for(schema)
     try:
         validator_class.check_schema(schema)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped, unused-ignore]
+import jsonschema
 import orjson
 
 from keel.core.errors import UpstreamError

@@ -140,6 +140,7 @@ class Runner:
         self._summarise = summarise
         self._on_progress = on_progress
         self._clock = clock
+        self.current: EvalRun | None = None  # the run being run (to name it on Ctrl-C)
 
     async def run(self, spec: RunSpec, resume: str | None = None) -> EvalRun:
         """Run every (item, repetition) not yet done; returns the finished run.
@@ -161,6 +162,7 @@ class Runner:
                 )
             run = found
             done = await self._store.completed(resume)
+        self.current = run
         jobs = [
             (item_index, repetition)
             for repetition in range(spec.repeat)
