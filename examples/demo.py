@@ -232,7 +232,7 @@ def _evals_demo(env: dict[str, str], tag: str) -> None:
     prompt.write_text(
         prompt.read_text().replace("Context:\\n{{ context }}\\n\\nQuestion:", "Question:")
     )
-    print(f"\n{tag}The same suite after a change that drops the context from rag_qa's user message:")
+    print(f"\n{tag}The same suite after a change that drops the context from the user message:")
     done = subprocess.run(
         [*keel, str(scratch / "evals" / "rag_qa_suite.yaml"), "--baseline", "production",
          "--quiet", "--markdown", str(WORK / "eval-report.md")],

@@ -247,6 +247,10 @@ class DatasetRepository(Protocol):
         """The items of the version with these ids (missing ids are left out)."""
         ...
 
+    def item_ids(self, name: str, version: int, ids: Sequence[str]) -> set[str]:
+        """Which of these ids the version has (cheaper than reading the items)."""
+        ...
+
     def add_version(self, new: NewDatasetVersion, at: float) -> tuple[DatasetVersionInfo, bool]:
         """Store the next version of the dataset, unless its newest version holds the same
         content already; returns that version and whether it was created (atomically)."""

@@ -102,12 +102,16 @@ class ApiEvalBackend:
         doc = await self._call("GET", f"/api/evals/runs/{segment(run_id)}/completed")
         return {(entry["item_id"], int(entry["repetition"])) for entry in doc["data"]}
 
-    async def add_results(self, run_id: str, results: Sequence[ItemResult]) -> None:
-        """Store a batch (in posts of at most 500)."""
+    def add_results(self, run_id: str, results: Sequence[ItemResult]) -> asyncio.Future[None]:
+        """Start storing a batch in a worker thread (posts of at most 500); await to wait."""
         path = f"/api/evals/runs/{segment(run_id)}/results"
-        for start in range(0, len(results), _RESULTS_PER_POST):
-            chunk = results[start : start + _RESULTS_PER_POST]
-            await self._call("POST", path, {"results": [result_to_json(r) for r in chunk]})
+
+        def post() -> None:
+            for start in range(0, len(results), _RESULTS_PER_POST):
+                chunk = results[start : start + _RESULTS_PER_POST]
+                self._api.post(path, {"results": [result_to_json(r) for r in chunk]})
+
+        return asyncio.get_running_loop().run_in_executor(None, post)
 
     async def results(self, run_id: str) -> list[ItemResult]:
         """Every result of the run."""

@@ -83,14 +83,19 @@ def verdict_to_json(verdict: Verdict) -> dict[str, Any]:
 def verdict_from_json(doc: Mapping[str, Any]) -> Verdict:
     """The inverse of `verdict_to_json`."""
     score = doc.get("score")
+    if score is not None and type(score) is not float:  # the usual case skips the checks
+        score = float(score) if isinstance(score, int | float) else None
     passed = doc.get("passed")
+    explanation = doc.get("explanation")
+    # Positional: this runs for every verdict of every result read (a cached re-run reads
+    # thousands), and keywords cost more than the check itself.
     return Verdict(
-        score=float(score) if isinstance(score, int | float) else None,
-        passed=passed if isinstance(passed, bool) else None,
-        explanation=str(doc.get("explanation") or ""),
-        error=doc.get("error"),
-        raw=doc.get("raw"),
-        details=doc.get("details") or {},
+        score,
+        passed if passed is True or passed is False else None,
+        explanation if type(explanation) is str else str(explanation or ""),
+        doc.get("error"),
+        doc.get("raw"),
+        doc.get("details") or {},
     )
 
 

@@ -145,11 +145,6 @@ def code_fingerprint(obj: object) -> str:
     return _file_fingerprint(inspect.getsourcefile(obj) or repr(obj))  # type: ignore[arg-type]
 
 
-@functools.lru_cache(maxsize=1024)
-def _fingerprint(canonical: bytes) -> str:
-    return hashlib.sha256(canonical).hexdigest()[:16]
-
-
 @functools.cache
 def _file_fingerprint(path: str) -> str:
     digest = hashlib.sha256(keel.__version__.encode())
@@ -188,6 +183,9 @@ class Evaluator:
     spec: EvaluatorSpec
     kind: EvaluatorType
     check: Check
+    # What the verdicts depend on besides the case: type, parameters, threshold, negation
+    # and the type's code (`EvaluatorType.code`); a cached verdict is reused while it holds.
+    fingerprint: str = ""
 
     @property
     def name(self) -> str:
@@ -198,14 +196,6 @@ class Evaluator:
     def threshold(self) -> float:
         """The score at or above which a case passes."""
         return self.kind.threshold if self.spec.threshold is None else self.spec.threshold
-
-    @property
-    def fingerprint(self) -> str:
-        """What the verdicts depend on besides the case: type, parameters, threshold,
-        negation and the type's code (see `EvaluatorType.code`)."""
-        spec = self.spec
-        document = [spec.type, spec.params, self.threshold, spec.negate, self.kind.code]
-        return _fingerprint(orjson.dumps(document, option=orjson.OPT_SORT_KEYS, default=repr))
 
     async def evaluate(self, case: Case) -> Verdict:
         """Run the check; a check that raises is a failed evaluation, not an exception."""
@@ -266,7 +256,10 @@ class EvaluatorRegistry:
         params = Params(spec.label, spec.params)
         check = kind.build(params, services)
         params.check_all_read()
-        return Evaluator(spec, kind, check)
+        threshold = kind.threshold if spec.threshold is None else spec.threshold
+        document = [spec.type, spec.params, threshold, spec.negate, kind.code]
+        canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS, default=repr)
+        return Evaluator(spec, kind, check, hashlib.sha256(canonical).hexdigest()[:16])
 
     def build_all(self, specs: Iterable[EvaluatorSpec], services: Services) -> list[Evaluator]:
         """Build several; two with the same name are an error."""

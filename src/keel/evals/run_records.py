@@ -138,12 +138,15 @@ class RunRecords:
             raise RunConflict(
                 f"run {run_id} is finished; it takes no more results (start a new run)"
             )
-        items = self._check(run, results)
+        self._check(run, results)
         fresh = self._runs.upsert_results(run_id, results)
         if run.status != "running":
             run = self._runs.set_status(run_id, "running", None, None) or run
-        for result in fresh:
-            self._spans.emit(result_span(run, result, items[result.item_id], self._clock()))
+        if fresh:  # only these need their items read (for the spans' input)
+            ids = [result.item_id for result in fresh]
+            items = self._datasets.items_by_id(run.dataset, run.dataset_version, ids)
+            for result in fresh:
+                self._spans.emit(result_span(run, result, items[result.item_id], self._clock()))
         return Recorded(len(results), len(fresh), run)
 
     def finish(self, run_id: str, status: RunStatus, summary: Mapping[str, Any] | None) -> EvalRun:
@@ -156,8 +159,8 @@ class RunRecords:
             raise RunNotFound(f"no eval run {run_id!r}")
         return finished
 
-    def _check(self, run: EvalRun, results: Sequence[ItemResult]) -> dict[str, DatasetItem]:
-        """The dataset items the results answer; RunError naming the first wrong result."""
+    def _check(self, run: EvalRun, results: Sequence[ItemResult]) -> None:
+        """RunError naming the first result that is not of this run's items and repetitions."""
         seen: set[tuple[str, int]] = set()
         for index, result in enumerate(results):
             key = (result.item_id, result.repetition)
@@ -173,14 +176,13 @@ class RunRecords:
                     f"0..{run.repeat - 1} (repeat {run.repeat})"
                 )
         ids = sorted({result.item_id for result in results})
-        items = self._datasets.items_by_id(run.dataset, run.dataset_version, ids)
+        known = self._datasets.item_ids(run.dataset, run.dataset_version, ids)
         for index, result in enumerate(results):
-            if result.item_id not in items:
+            if result.item_id not in known:
                 raise RunError(
                     f"results[{index}]: item {result.item_id!r} is not in dataset "
                     f"{run.dataset!r} v{run.dataset_version}"
                 )
-        return items
 
 
 def result_span(run: EvalRun, result: ItemResult, item: DatasetItem, now: float) -> Span:

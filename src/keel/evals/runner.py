@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -51,7 +51,10 @@ class RunStore(Protocol):
         """The (item id, repetition) pairs the run already has results for."""
         ...
 
-    async def add_results(self, run_id: str, results: Sequence[ItemResult]) -> None: ...
+    def add_results(self, run_id: str, results: Sequence[ItemResult]) -> Awaitable[None]:
+        """Start storing a batch at once (not when first awaited); await it to know it is
+        stored."""
+        ...
 
     async def results(self, run_id: str) -> list[ItemResult]: ...
 
@@ -183,9 +186,9 @@ class Runner:
                 result = await self._job(spec, run.run_id, item_index, repetition)
                 tally.count(result)
                 produced.append(result)
-                batch.add(result)
                 if self._on_progress is not None:
                     self._on_progress(tally.progress())
+                batch.add(result)
 
         workers = [asyncio.create_task(worker()) for _ in range(max(1, spec.concurrency))]
         status: RunStatus = "finished"
@@ -328,37 +331,33 @@ class _Tally:
 
 
 class _Batch:
-    """Results waiting to be stored, sent in the background every `_BATCH` results or
-    `_BATCH_S` seconds, so no job waits on the store. One send is in flight at a time."""
+    """Results waiting to be stored, sent every `_BATCH` results or `_BATCH_S` seconds.
+
+    A send starts the moment it is due and the store works on it while jobs go on: no job
+    waits for it. Sends are independent (results upsert by item and repetition), so
+    several may be in flight; `flush` waits for all of them.
+    """
 
     def __init__(self, store: RunStore, run_id: str) -> None:
         self._store = store
         self._run_id = run_id
         self._pending: list[ItemResult] = []
         self._last = time.perf_counter()
-        self._sending: asyncio.Task[None] | None = None
+        self._sending: list[Awaitable[None]] = []
 
     def add(self, result: ItemResult) -> None:
         self._pending.append(result)
-        due = len(self._pending) >= _BATCH or time.perf_counter() - self._last >= _BATCH_S
-        if due and self._sending is None:
-            self._sending = asyncio.create_task(self._send())
+        if len(self._pending) >= _BATCH or time.perf_counter() - self._last >= _BATCH_S:
+            self._start()
 
-    async def _send(self) -> None:
-        try:
-            while self._pending:
-                pending, self._pending = self._pending, []
-                self._last = time.perf_counter()
-                await self._store.add_results(self._run_id, pending)
-                if len(self._pending) < _BATCH:
-                    break
-        finally:
-            self._sending = None
+    def _start(self) -> None:
+        pending, self._pending = self._pending, []
+        self._last = time.perf_counter()
+        self._sending.append(self._store.add_results(self._run_id, pending))
 
     async def flush(self) -> None:
-        """Wait for the send in flight, then store what is left."""
-        if self._sending is not None:
-            await self._sending
+        """Store what is left and wait until every send is done (raising the first error)."""
         if self._pending:
-            pending, self._pending = self._pending, []
-            await self._store.add_results(self._run_id, pending)
+            self._start()
+        sending, self._sending = self._sending, []
+        await asyncio.gather(*sending)

@@ -119,16 +119,33 @@ def item_verdicts(
     """
     ordered = sorted(results, key=lambda r: (r.item_id, r.repetition))
     names = list(dict.fromkeys([*evaluators, *(name for r in ordered for name in r.verdicts)]))
-    grouped: dict[str, dict[str, list[Verdict]]] = {name: {} for name in names}
+    # One pass, accumulating each (evaluator, item) in place: this runs on every finished run.
+    grouped: dict[str, dict[str, tuple[list[float], list[bool], list[int]]]] = {
+        name: {} for name in names
+    }
+    task_failed = Verdict.failed(_TASK_FAILED)
     for result in ordered:
+        verdicts = result.verdicts
         for name in names:
-            verdict = result.verdicts.get(name)
-            if verdict is None and result.error is not None:
-                verdict = Verdict.failed(_TASK_FAILED)
-            if verdict is not None:
-                grouped[name].setdefault(result.item_id, []).append(verdict)
+            verdict = verdicts.get(name)
+            if verdict is None:
+                if result.error is None:
+                    continue
+                verdict = task_failed
+            entry = grouped[name].get(result.item_id)
+            if entry is None:
+                entry = grouped[name][result.item_id] = ([], [], [0])
+            ok = verdict.error is None
+            if ok and verdict.score is not None:
+                entry[0].append(float(verdict.score))
+            entry[1].append(ok and bool(verdict.passed))
+            if not ok:
+                entry[2][0] += 1
     return {
-        name: {item: _aggregate(item, verdicts) for item, verdicts in items.items()}
+        name: {
+            item: ItemVerdicts(item, tuple(scores), tuple(passes), errors[0])
+            for item, (scores, passes, errors) in items.items()
+        }
         for name, items in grouped.items()
     }
 
@@ -199,15 +216,6 @@ def summary_to_json(summary: RunSummary) -> dict[str, Any]:
             for e in summary.evaluators
         },
     }
-
-
-def _aggregate(item_id: str, verdicts: list[Verdict]) -> ItemVerdicts:
-    return ItemVerdicts(
-        item_id=item_id,
-        scores=tuple(float(v.score) for v in verdicts if v.error is None and v.score is not None),
-        passes=tuple(v.error is None and bool(v.passed) for v in verdicts),
-        errors=sum(1 for v in verdicts if v.error is not None),
-    )
 
 
 def _summarize_evaluator(

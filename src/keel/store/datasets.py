@@ -125,6 +125,15 @@ class DatasetStore:
             rows = connection.execute(query).mappings().all()
         return {row["item_id"]: _item(row) for row in rows}
 
+    def item_ids(self, name: str, version: int, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        query = select(_ITEMS.item_id).where(
+            _ITEMS.name == name, _ITEMS.version == version, _ITEMS.item_id.in_(sorted(set(ids)))
+        )
+        with self._engine.connect() as connection:
+            return set(connection.execute(query).scalars())
+
     def add_version(self, new: NewDatasetVersion, at: float) -> tuple[DatasetVersionInfo, bool]:
         for attempt in range(_PUSH_TRIES):
             try:

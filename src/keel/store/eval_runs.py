@@ -11,6 +11,7 @@ order of the primary key.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -171,17 +172,17 @@ class EvalRunStore:
             return []
 
         def upsert(connection: Connection) -> list[ItemResult]:
-            ids = sorted({result.item_id for result in results})
-            stored = {
+            ids = sorted({r.item_id for r in results if r.span_id is not None})
+            stored = {  # the spans already recorded, for the results that carry one
                 (row.repetition, row.item_id): (row.trace_id, row.span_id)
                 for row in connection.execute(
                     select(
                         _RESULTS.repetition, _RESULTS.item_id, _RESULTS.trace_id, _RESULTS.span_id
                     ).where(_RESULTS.run_id == run_id, _RESULTS.item_id.in_(ids))
                 )
-            }
+            } if ids else {}  # fmt: skip
             rows = [_result_row(run_id, result) for result in results]
-            connection.execute(_upsert_statement(connection), rows)
+            connection.execute(_upsert_statement(connection.dialect.name), rows)
             return [
                 result
                 for result in results
@@ -232,10 +233,11 @@ def _get(connection: Connection, run_id: str) -> EvalRun | None:
     return None if row is None else _run(row._mapping)
 
 
-def _upsert_statement(connection: Connection) -> Any:
-    """INSERT of result rows that replaces the row with the same key (per dialect)."""
+@functools.cache
+def _upsert_statement(dialect: str) -> Any:
+    """INSERT of result rows that replaces the row with the same key (per dialect, built once)."""
     values = [column.name for column in eval_results_table.columns if column.name not in _KEY]
-    if connection.dialect.name == "postgresql":
+    if dialect == "postgresql":
         on_postgresql = postgresql.insert(eval_results_table)
         return on_postgresql.on_conflict_do_update(
             index_elements=list(_KEY), set_={n: on_postgresql.excluded[n] for n in values}

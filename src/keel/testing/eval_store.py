@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Sequence
 from dataclasses import replace
@@ -34,11 +35,14 @@ class MemoryRunStore:
         """The (item, repetition) pairs stored."""
         return set(self.stored[run_id])
 
-    async def add_results(self, run_id: str, results: Sequence[ItemResult]) -> None:
-        """Upsert a batch."""
+    def add_results(self, run_id: str, results: Sequence[ItemResult]) -> asyncio.Future[None]:
+        """Upsert a batch (done at once)."""
         self.batches += 1
         for result in results:
             self.stored[run_id][(result.item_id, result.repetition)] = result
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def results(self, run_id: str) -> list[ItemResult]:
         """Every result, by repetition then item id."""
