@@ -8,6 +8,7 @@ The REST client is blocking, so the runner's async calls go through a worker thr
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ class ApiEvalBackend:
 
     def __init__(self, api: KeelApi) -> None:
         self._api = api
+        # Result posts go out one at a time, in order: the server's writes serialize anyway,
+        # and concurrent writers would only wait on each other's database lock.
+        self._poster = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-eval-results")
 
     # planning -------------------------------------------------------------------------
 
@@ -111,7 +115,7 @@ class ApiEvalBackend:
                 chunk = results[start : start + _RESULTS_PER_POST]
                 self._api.post(path, {"results": [result_to_json(r) for r in chunk]})
 
-        return asyncio.get_running_loop().run_in_executor(None, post)
+        return asyncio.get_running_loop().run_in_executor(self._poster, post)
 
     async def results(self, run_id: str) -> list[ItemResult]:
         """Every result of the run."""

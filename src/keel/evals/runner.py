@@ -34,7 +34,7 @@ from keel.ports import TraceLink
 RUN_ID_KEY = "keel.eval.run_id"
 ITEM_ID_KEY = "keel.eval.item_id"
 TRACE_LINK_KEY = "trace_link"  # where evaluators find the link for their judge calls
-_BATCH = 100  # results per store call; at most _BATCH_S of work is unstored at any time
+_BATCH = 250  # results per store call; at most _BATCH_S of work is unstored at any time
 _BATCH_S = 1.0
 
 
