@@ -14,6 +14,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx2 as httpx
+import orjson
 import pytest
 from click.testing import CliRunner, Result
 
@@ -117,6 +118,26 @@ def test_a_changed_prompt_is_compared_with_production_and_gated(
     generation = next(s for s in spans if s.kind == "generation")
     assert generation.parent_span_id == root_span.span_id
     assert root_span.attributes["keel.eval.run_id"] == candidate["run_id"]
+
+    # the stored runs from the CLI: listed, compared again, and resumed (nothing left to do)
+    listed = run("eval", "runs", "--suite", "rag_qa")
+    assert listed.exit_code == 0 and candidate["run_id"] in listed.output
+    compared = run("eval", "compare", baseline["run_id"], candidate["run_id"])
+    assert compared.exit_code == 0, compared.output
+    assert "regressed" in compared.output and "-1.000 [-1.000, -1.000]" in compared.output
+    as_json = run("eval", "compare", baseline["run_id"], candidate["run_id"], "--json")
+    verdicts = {k: v["verdict"] for k, v in orjson.loads(as_json.output)["evaluators"].items()}
+    assert verdicts["cites"] == "regressed" and verdicts["no_refusal"] == "no significant change"
+    resumed = run("eval", "run", suite, "--quiet", "--resume", candidate["run_id"])
+    assert resumed.exit_code == 1  # the same results, so the same failed gate
+    assert fake.request_count == 3 * ITEMS  # nothing was left to call
+
+
+def test_the_evaluator_types_are_listed(keel: RunningKeel, project: Path) -> None:
+    listed = _keel(keel.url, project)("eval", "evaluators")
+    assert listed.exit_code == 0
+    for name in ("contains", "json_schema", "semantic_similarity", "g_eval", "faithfulness"):
+        assert name in listed.output
 
 
 def test_a_suite_with_a_mistake_exits_2_before_anything_runs(
