@@ -8,7 +8,6 @@ before anything is sent; a refusal from the server is `error: ...` (exit 1).
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -21,8 +20,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from keel.cli.api_client import DEFAULT_URL, ApiError, KeelApi, segment
-from keel.cli.prompts import Failure, InvalidFiles, api_failure, source_path, utc, whoami
+from keel.cli.api_client import KeelApi, segment
+from keel.cli.prompts import source_path, utc, whoami
+from keel.cli.remote import Failure, InvalidFiles, RemoteGroup, connect, pass_api, url_option
 from keel.cli.traces import parse_since
 from keel.core.datasets import item_to_json
 from keel.evals.dataset_files import load_dataset_file
@@ -34,36 +34,12 @@ _OPERATORS = {"=": "eq", "!=": "ne", ">=": "gte", "<=": "lte", ">": "gt", "<": "
 _PREVIEW = 60
 
 
-class _DatasetsGroup(click.Group):
-    """Turns the API client's errors of any subcommand into one clear failure."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ApiError as exc:
-            raise api_failure(exc) from None
-
-
-@click.group(cls=_DatasetsGroup)
-@click.option(
-    "--url",
-    envvar="KEEL_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="The running Keel (also KEEL_URL); the key comes from KEEL_API_KEY or KEEL_MASTER_KEY.",
-)
+@click.group(cls=RemoteGroup)
+@url_option
 @click.pass_context
 def datasets(ctx: click.Context, url: str) -> None:
     """Versioned datasets: push JSONL, CSV or YAML files, or make them from traces."""
-    if not url.startswith(("http://", "https://")):
-        raise click.BadParameter(
-            f"{url!r} is not an http(s) URL; write e.g. {DEFAULT_URL}", param_hint="'--url'"
-        )
-    key = os.environ.get("KEEL_API_KEY") or os.environ.get("KEEL_MASTER_KEY") or None
-    ctx.obj = KeelApi(url.rstrip("/"), key)
-
-
-pass_api = click.make_pass_decorator(KeelApi)
+    connect(ctx, url)
 
 
 # writing

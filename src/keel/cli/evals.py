@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from keel.cli.api_client import DEFAULT_URL, ApiError, KeelApi
+from keel.cli.api_client import KeelApi
 from keel.cli.eval_api import ApiEvalBackend
-from keel.cli.prompts import InvalidFiles, api_failure
+from keel.cli.remote import InvalidFiles, RemoteGroup, connect, pass_api, url_option
 from keel.core.eval_runs import EvalRun, ItemResult
 from keel.evals.comparison import RunComparison, compare_runs, comparison_to_json
 from keel.evals.gates import check_all
@@ -42,36 +42,22 @@ from keel.ports import ChatModel
 from keel.settings import packaged_prices
 
 
-class _EvalGroup(click.Group):
-    """Turns API errors into one clear failure, and suite errors into exit code 2."""
+class _EvalGroup(RemoteGroup):
+    """API errors as one clear failure; a suite that cannot run as exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ApiError as exc:
-            raise api_failure(exc) from None
         except (SuiteError, EvaluatorConfigError) as exc:
             raise InvalidFiles([f"error: {exc}"]) from None
 
 
 @click.group("eval", cls=_EvalGroup)
-@click.option(
-    "--url",
-    envvar="KEEL_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="The running Keel (also KEEL_URL); the key comes from KEEL_API_KEY or KEEL_MASTER_KEY.",
-)
+@url_option
 @click.pass_context
 def eval_group(ctx: click.Context, url: str) -> None:
     """Evaluation: run suites, compare runs, gate CI on quality."""
-    if not url.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="'--url'")
-    key = os.environ.get("KEEL_API_KEY") or os.environ.get("KEEL_MASTER_KEY") or None
-    ctx.obj = KeelApi(url.rstrip("/"), key, timeout_s=120.0)
-
-
-pass_api = click.make_pass_decorator(KeelApi)
+    connect(ctx, url, timeout_s=120.0)
 
 
 @eval_group.command("run", short_help="Run a suite; exit 1 when a gate fails.")
@@ -116,17 +102,14 @@ def run(
         raise click.UsageError("--resume continues one run: name its --variant")
     if baseline is not None and baseline_run is not None:
         raise click.UsageError("give --baseline or --baseline-run, not both")
-    console = Console()
     cache_file = cache_path or Path(os.environ.get("KEEL_EVAL_CACHE") or default_cache_path())
     cache = ResponseCache(cache_file)
-    runners: list[Runner] = []
+    options = _Options(not no_cache, repeat, concurrency, baseline, baseline_run, resume, quiet)
+    session = _SuiteRun(api, suite, cache, options)
     try:
-        reports = asyncio.run(
-            _run_suite(api, suite, chosen, cache, not no_cache, repeat, concurrency, baseline,
-                       baseline_run, resume, console, quiet, runners)
-        )  # fmt: skip
+        reports = asyncio.run(session.run(chosen))
     except KeyboardInterrupt:
-        run = runners[-1].current if runners else None
+        run = session.runners[-1].current if session.runners else None
         if run is not None:
             click.echo(
                 f"interrupted: run {run.run_id} keeps its results; continue it with "
@@ -136,7 +119,7 @@ def run(
         raise SystemExit(130) from None
     finally:
         cache.close()
-    console_report(reports, console)
+    console_report(reports, session.console)
     if junit is not None:
         junit.write_text(junit_xml(suite.name, reports), encoding="utf-8")
     if markdown is not None:
@@ -147,82 +130,114 @@ def run(
         raise SystemExit(1)
 
 
-async def _run_suite(
-    api: KeelApi,
-    suite: Suite,
-    variants: Sequence[Variant],
-    cache: ResponseCache,
-    read_cache: bool,
-    repeat: int | None,
-    concurrency: int | None,
-    baseline: str | None,
-    baseline_run: str | None,
-    resume: str | None,
-    console: Console,
-    quiet: bool,
-    runners: list[Runner],
-) -> list[VariantReport]:
-    """Plan the suite, run each variant (and its baseline), check the gates."""
-    backend = ApiEvalBackend(api)
-    gateway = GatewayChatModel(api.url + "/v1", api.key, prices=packaged_prices())
-    model = CachingChatModel(gateway, cache, namespace=api.url, read=read_cache)
-    services = Services(judge=model, judge_model=suite.judge_model)
-    try:
-        plan = plan_suite(
-            backend, suite, model, services=services, variants=variants, repeat=repeat,
-            concurrency=concurrency, cache=cache if read_cache else None, cache_scope=api.url,
-        )  # fmt: skip
-        return await _run_variants(
-            backend, suite, plan.specs, variants, model, baseline, baseline_run, resume,
-            console, quiet, runners,
-        )  # fmt: skip
-    finally:
-        gateway.close()
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """How `keel eval run` was asked to run."""
+
+    read_cache: bool
+    repeat: int | None
+    concurrency: int | None
+    baseline: str | None
+    baseline_run: str | None
+    resume: str | None
+    quiet: bool
 
 
-async def _run_variants(
-    backend: ApiEvalBackend,
-    suite: Suite,
-    specs: Sequence[RunSpec],
-    variants: Sequence[Variant],
-    model: ChatModel,
-    baseline: str | None,
-    baseline_run: str | None,
-    resume: str | None,
-    console: Console,
-    quiet: bool,
-    runners: list[Runner],
-) -> list[VariantReport]:
-    reports = []
-    names = [e.name for e in specs[0].evaluators] if specs else []
-    weights = {e.name: e.spec.weight for e in specs[0].evaluators} if specs else {}
-    for spec, variant in zip(specs, variants, strict=True):
-        base_run: EvalRun | None = None
-        base_results: list[ItemResult] | None = None
-        if baseline_run is not None:
-            base_run = backend.run_now(baseline_run)
-            base_results = backend.results_now(baseline_run)
-        elif baseline is not None:
-            other = baseline_variant(variant, baseline)
-            if other is None:
-                console.print(f"[yellow]{variant.name}: no prompt to take at {baseline}; "
-                              "not compared[/yellow]")  # fmt: skip
-            else:
-                task = build_task(backend, suite, other, model)
-                base_spec = replace(
-                    spec, name=f"{suite.name} / {other.name}", task=task, variant=other.name,
-                    metadata={"role": "baseline", "label": baseline},
-                )  # fmt: skip
-                base_run = await _run_one(backend, base_spec, names, None, console, quiet, runners)
-                base_results = await backend.results(base_run.run_id)
-        run = await _run_one(backend, spec, names, resume, console, quiet, runners)
-        results = await backend.results(run.run_id)
+class _SuiteRun:
+    """One `keel eval run`: the suite planned, each variant run (with its baseline) and its
+    gates checked. `runners` names the runs started, for the message on Ctrl-C."""
+
+    def __init__(self, api: KeelApi, suite: Suite, cache: ResponseCache, options: _Options) -> None:
+        self.suite = suite
+        self.options = options
+        self.console = Console()
+        self.runners: list[Runner] = []
+        self._api = api
+        self._cache = cache
+        self._backend = ApiEvalBackend(api)
+
+    async def run(self, variants: Sequence[Variant]) -> list[VariantReport]:
+        """Plan the suite, run each variant (and its baseline), check the gates."""
+        api, options = self._api, self.options
+        gateway = GatewayChatModel(api.url + "/v1", api.key, prices=packaged_prices())
+        model = CachingChatModel(gateway, self._cache, namespace=api.url, read=options.read_cache)
+        services = Services(judge=model, judge_model=self.suite.judge_model)
+        try:
+            plan = plan_suite(
+                self._backend, self.suite, model, services=services, variants=variants,
+                repeat=options.repeat, concurrency=options.concurrency,
+                cache=self._cache if options.read_cache else None, cache_scope=api.url,
+            )  # fmt: skip
+            return [
+                await self._variant(spec, variant, model)
+                for spec, variant in zip(plan.specs, variants, strict=True)
+            ]
+        finally:
+            gateway.close()
+
+    async def _variant(self, spec: RunSpec, variant: Variant, model: ChatModel) -> VariantReport:
+        names = [e.name for e in spec.evaluators]
+        base_run, base_results = await self._baseline(spec, variant, model, names)
+        run = await self._run_one(spec, names, self.options.resume)
+        results = await self._backend.results(run.run_id)
         summary = summarize_run(results, evaluators=names)
         compare = None if base_results is None else _Comparisons(base_results, results)
-        gates = check_all(suite.gates, suite.regressions, summary, weights, compare)
+        weights = {e.name: e.spec.weight for e in spec.evaluators}
+        gates = check_all(self.suite.gates, self.suite.regressions, summary, weights, compare)
         comparison = None if compare is None else compare(0.95)
-        reports.append(VariantReport(variant.name, run, summary, gates, base_run, comparison))
-    return reports
+        return VariantReport(variant.name, run, summary, gates, base_run, comparison)
+
+    async def _baseline(
+        self, spec: RunSpec, variant: Variant, model: ChatModel, names: list[str]
+    ) -> tuple[EvalRun | None, list[ItemResult] | None]:
+        """The run to compare with: a stored one, the prompt at a label (run now), or none."""
+        stored, label = self.options.baseline_run, self.options.baseline
+        if stored is not None:
+            return self._backend.run_now(stored), self._backend.results_now(stored)
+        if label is None:
+            return None, None
+        other = baseline_variant(variant, label)
+        if other is None:
+            self.console.print(
+                f"[yellow]{variant.name}: no prompt to take at {label}; not compared[/yellow]"
+            )
+            return None, None
+        task = build_task(self._backend, self.suite, other, model)
+        base_spec = replace(
+            spec, name=f"{self.suite.name} / {other.name}", task=task, variant=other.name,
+            metadata={"role": "baseline", "label": label},
+        )  # fmt: skip
+        base_run = await self._run_one(base_spec, names, None)
+        return base_run, await self._backend.results(base_run.run_id)
+
+    async def _run_one(self, spec: RunSpec, names: list[str], resume: str | None) -> EvalRun:
+        def summarise(run: EvalRun, results: list[ItemResult]) -> dict[str, Any]:
+            return summary_to_json(summarize_run(results, evaluators=names))
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[cached]} cached, {task.fields[failed]} failed"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=self.options.quiet,
+            transient=False,
+        ) as bar:
+            total = len(spec.dataset.items) * spec.repeat
+            task_id = bar.add_task(spec.name, total=total, cached=0, failed=0)
+
+            def on_progress(progress: RunProgress) -> None:
+                bar.update(
+                    task_id,
+                    completed=total - progress.total + progress.done,
+                    cached=progress.cached,
+                    failed=progress.failed,
+                )
+
+            runner = Runner(self._backend, summarise=summarise, on_progress=on_progress)
+            self.runners.append(runner)
+            return await runner.run(spec, resume=resume)
 
 
 class _Comparisons:
@@ -239,44 +254,6 @@ class _Comparisons:
                 self._baseline, self._candidate, confidence=confidence
             )
         return self._done[confidence]
-
-
-async def _run_one(
-    backend: ApiEvalBackend,
-    spec: RunSpec,
-    names: list[str],
-    resume: str | None,
-    console: Console,
-    quiet: bool,
-    runners: list[Runner],
-) -> EvalRun:
-    def summarise(run: EvalRun, results: list[ItemResult]) -> dict[str, Any]:
-        return summary_to_json(summarize_run(results, evaluators=names))
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[cached]} cached, {task.fields[failed]} failed"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    ) as bar:
-        total = len(spec.dataset.items) * spec.repeat
-        task_id = bar.add_task(spec.name, total=total, cached=0, failed=0)
-
-        def on_progress(progress: RunProgress) -> None:
-            bar.update(
-                task_id,
-                completed=total - progress.total + progress.done,
-                cached=progress.cached,
-                failed=progress.failed,
-            )
-
-        runner = Runner(backend, summarise=summarise, on_progress=on_progress)
-        runners.append(runner)
-        return await runner.run(spec, resume=resume)
 
 
 @eval_group.command("runs", short_help="Recent eval runs.")

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -24,7 +24,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from keel.cli.api_client import DEFAULT_URL, ApiError, ApiProblem, KeelApi, segment
+from keel.cli.api_client import KeelApi, segment
+from keel.cli.remote import InvalidFiles, RemoteGroup, connect, pass_api, url_option
 from keel.core.prompts import PromptTemplate
 from keel.core.rollout import LATEST, Target, describe
 from keel.prompts.files import PromptFileError, dump_yaml, load_prompt_file, prompt_files
@@ -34,67 +35,12 @@ DEFAULT_FOLDER = Path("prompts")
 _STEP = re.compile(r"^v?(\d+)=(\d+(?:\.\d+)?)%?$")
 
 
-class Failure(click.ClickException):
-    """An error shown as the given lines on stderr (exit code 1)."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        """Print the lines as they are (no `Error:` prefix)."""
-        for line in self.lines:
-            click.echo(line, file=file, err=True)
-
-
-class InvalidFiles(Failure):
-    """Prompt files that cannot be pushed; nothing was sent (exit code 2, like a usage error)."""
-
-    exit_code = 2
-
-
-def api_failure(error: ApiError) -> Failure:
-    """`error: <detail>` (and, for a 422, one line per field) for an API error."""
-    lines = [f"error: {error}"]
-    if isinstance(error, ApiProblem):
-        if error.status == 401:
-            lines[0] += " (set KEEL_API_KEY to a key of this Keel)"
-        for item in error.errors:
-            where = ": ".join(str(item[k]) for k in ("file", "field") if item.get(k))
-            lines.append(f"  {where}: {item.get('message', '')}" if where else f"  {item}")
-    return Failure(lines)
-
-
-class _PromptsGroup(click.Group):
-    """Turns the API client's errors of any subcommand into one clear failure."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ApiError as exc:
-            raise api_failure(exc) from None
-
-
-@click.group(cls=_PromptsGroup)
-@click.option(
-    "--url",
-    envvar="KEEL_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="The running Keel (also KEEL_URL); the key comes from KEEL_API_KEY or KEEL_MASTER_KEY.",
-)
+@click.group(cls=RemoteGroup)
+@url_option
 @click.pass_context
 def prompts(ctx: click.Context, url: str) -> None:
     """Versioned prompts: push YAML files, move labels, roll out and roll back."""
-    if not url.startswith(("http://", "https://")):
-        raise click.BadParameter(
-            f"{url!r} is not an http(s) URL; write e.g. {DEFAULT_URL}", param_hint="'--url'"
-        )
-    key = os.environ.get("KEEL_API_KEY") or os.environ.get("KEEL_MASTER_KEY") or None
-    ctx.obj = KeelApi(url.rstrip("/"), key)
-
-
-pass_api = click.make_pass_decorator(KeelApi)
+    connect(ctx, url)
 
 
 def actor_option(function: F) -> F:

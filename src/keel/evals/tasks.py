@@ -105,7 +105,28 @@ def _output(answer: ModelAnswer) -> TaskOutput:
     )
 
 
-class PromptTask:
+class _ChatTask:
+    """A task that is one chat request per item through the gateway (`body` says which)."""
+
+    _model: ChatModel
+
+    def body(self, item: DatasetItem) -> dict[str, Any]:
+        """The chat request for one item; TaskError when the item cannot make one."""
+        raise NotImplementedError
+
+    def request_key(self, item: DatasetItem, repetition: int) -> str | None:
+        """The request's cache key (None when the item cannot make a request)."""
+        try:
+            return request_key(self.body(item), repetition)
+        except TaskError:
+            return None
+
+    async def run(self, item: DatasetItem, link: TraceLink) -> TaskOutput:
+        """Make the item's request and call the model."""
+        return _output(await self._model.complete(self.body(item), link))
+
+
+class PromptTask(_ChatTask):
     """A prompt version and a model alias, called through the gateway."""
 
     def __init__(
@@ -173,19 +194,8 @@ class PromptTask:
         body["messages"] = rendered
         return body
 
-    def request_key(self, item: DatasetItem, repetition: int) -> str | None:
-        """The request's cache key (None when the item does not render)."""
-        try:
-            return request_key(self.body(item), repetition)
-        except TaskError:
-            return None
 
-    async def run(self, item: DatasetItem, link: TraceLink) -> TaskOutput:
-        """Render (or reference) the prompt for the item and call the model."""
-        return _output(await self._model.complete(self.body(item), link))
-
-
-class ModelTask:
+class ModelTask(_ChatTask):
     """The item's input sent straight to a model alias."""
 
     def __init__(
@@ -219,17 +229,6 @@ class ModelTask:
                 "`messages` (use a prompt to turn variables into messages)"
             )
         return {"model": self._alias, **self._params, "messages": messages}
-
-    def request_key(self, item: DatasetItem, repetition: int) -> str | None:
-        """The request's cache key (None when the input cannot be sent)."""
-        try:
-            return request_key(self.body(item), repetition)
-        except TaskError:
-            return None
-
-    async def run(self, item: DatasetItem, link: TraceLink) -> TaskOutput:
-        """Call the model with the item's input."""
-        return _output(await self._model.complete(self.body(item), link))
 
 
 class CallableTask:

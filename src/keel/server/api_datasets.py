@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from keel.core.datasets import item_to_json
 from keel.core.errors import GatewayError
@@ -31,14 +31,20 @@ from keel.evals.datasets import (
     parse_items,
 )
 from keel.ports import DatasetVersionInfo
-from keel.server.api_router import ApiProblem, ApiRouter, BadParameter, Request, encode_cursor
+from keel.server.api_router import (
+    ApiProblem,
+    ApiRouter,
+    BadParameter,
+    Request,
+    encode_cursor,
+    validated,
+)
 from keel.server.api_scores import problem
 from keel.server.api_traces import score_filter
 from keel.server.asgi import ClientGone, Receive, Scope, Send, header_map, read_body, send_bytes
 from keel.store.queries import TraceFilter
 from keel.store.trace_selection import TraceSelector
 
-M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 log = logging.getLogger("keel.server.api")
 
@@ -103,23 +109,6 @@ class FromTracesBody(BaseModel):
     message: str | None = Field(default=None, max_length=10_000)
     author: str | None = Field(default=None, max_length=200)
     dry_run: bool = False
-
-
-def validated(model: type[M], body: Any) -> M:
-    """`body` validated by `model`; a 422 problem listing every wrong field otherwise."""
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        errors = [
-            {
-                "field": ".".join(str(part) for part in error["loc"]) or "body",
-                "message": "unknown field" if error["type"] == "extra_forbidden" else error["msg"],
-            }
-            for error in exc.errors(include_url=False)
-        ]
-        raise ApiProblem(
-            422, "Invalid request", "The request was not carried out.", errors
-        ) from None
 
 
 def dataset_call(call: Callable[[], T]) -> T:

@@ -25,8 +25,7 @@ from keel.core.eval_runs import (
 )
 from keel.evals.run_records import RunError, RunRecords
 from keel.ports import RunFilter
-from keel.server.api_datasets import validated
-from keel.server.api_router import ApiProblem, ApiRouter, Request, encode_cursor
+from keel.server.api_router import ApiProblem, ApiRouter, Request, encode_cursor, validated
 
 T = TypeVar("T")
 RUNS_LIMIT = {"default": 50, "minimum": 1, "maximum": 500}

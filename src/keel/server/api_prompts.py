@@ -9,9 +9,9 @@ rollout already running), 422 for an invalid document or request.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from keel.core.prompts import (
     InvalidPrompt,
@@ -21,9 +21,7 @@ from keel.core.prompts import (
 )
 from keel.core.rollout import LabelEvent, Target
 from keel.prompts.registry import PromptRegistry, PushItem, PushOutcome, RegistryError
-from keel.server.api_router import ApiProblem, ApiRouter, Request
-
-M = TypeVar("M", bound=BaseModel)
+from keel.server.api_router import ApiProblem, ApiRouter, Request, validated
 
 
 class LabelMove(Protocol):
@@ -110,22 +108,6 @@ def _outcome(outcome: PushOutcome) -> dict[str, Any]:
     }
 
 
-def _body(model: type[M], request: Request) -> M:
-    try:
-        return model.model_validate(request.body)
-    except ValidationError as exc:
-        errors = [
-            {
-                "field": ".".join(str(part) for part in error["loc"]) or "body",
-                "message": "unknown field" if error["type"] == "extra_forbidden" else error["msg"],
-            }
-            for error in exc.errors(include_url=False)
-        ]
-        raise ApiProblem(
-            422, "Invalid request", "The request was not carried out.", errors
-        ) from None
-
-
 def _registry_call(call: Callable[[], Any]) -> Any:
     try:
         return call()
@@ -171,7 +153,7 @@ class PromptRoutes:
         }
 
     def push(self, request: Request) -> dict[str, Any]:
-        body = _body(PushBody, request)
+        body = validated(PushBody, request.body)
         items: list[PushItem] = []
         errors: list[dict[str, Any]] = []
         for index, pushed in enumerate(body.prompts):
@@ -243,7 +225,7 @@ class PromptRoutes:
 
     def set_label(self, request: Request) -> dict[str, Any]:
         name, label = request.path["name"], request.path["label"]
-        body = _body(LabelBody, request)
+        body = validated(LabelBody, request.body)
         event = _registry_call(
             lambda: self._registry.set_label(name, label, body.version, actor=body.actor)
         )
@@ -251,7 +233,7 @@ class PromptRoutes:
 
     def rollout(self, request: Request) -> dict[str, Any]:
         name, label = request.path["name"], request.path["label"]
-        body = _body(RolloutBody, request)
+        body = validated(RolloutBody, request.body)
         event = _registry_call(
             lambda: self._registry.rollout(name, label, body.version, body.weight, actor=body.actor)
         )
@@ -269,7 +251,7 @@ class PromptRoutes:
     def _actor_move(self, request: Request, move: LabelMove) -> dict[str, Any]:
         """A label move that needs nothing but who asks: rollback, promote, abort."""
         name, label = request.path["name"], request.path["label"]
-        body = _body(ActorBody, request)
+        body = validated(ActorBody, request.body)
         return event_json(_registry_call(lambda: move(name, label, actor=body.actor)))
 
     def audit(self, request: Request) -> dict[str, Any]:

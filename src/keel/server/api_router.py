@@ -28,10 +28,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from keel.core.errors import GatewayError
 from keel.server.api_scores import problem
@@ -52,6 +53,8 @@ AsgiHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
 Authorize = Callable[[dict[bytes, bytes]], bool]
 _MAX_FIELDS = 200
 BODY_LIMIT = 4 * 1024 * 1024
+
+BodyModel = TypeVar("BodyModel", bound=BaseModel)
 
 
 class BadParameter(Exception):
@@ -413,3 +416,20 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
         await send(message)
 
     return sending
+
+
+def validated(model: type[BodyModel], body: Any) -> BodyModel:
+    """`body` validated by `model`; a 422 problem listing every wrong field otherwise."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        errors = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or "body",
+                "message": "unknown field" if error["type"] == "extra_forbidden" else error["msg"],
+            }
+            for error in exc.errors(include_url=False)
+        ]
+        raise ApiProblem(
+            422, "Invalid request", "The request was not carried out.", errors
+        ) from None

@@ -24,8 +24,9 @@ from keel.core.eval_runs import (
     EvalRun,
     ItemResult,
     RunStatus,
+    result_to_json,
+    run_to_json,
     verdict_from_json,
-    verdict_to_json,
 )
 from keel.ports import RunFilter
 from keel.store.schema import eval_results_table, eval_runs_table
@@ -38,22 +39,9 @@ _WRITE_TRIES = 5
 
 
 def _run_row(run: EvalRun) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "name": run.name,
-        "suite": run.suite,
-        "variant": run.variant,
-        "dataset": run.dataset,
-        "dataset_version": run.dataset_version,
-        "task": dict(run.task),
-        "evaluators": [dict(e) for e in run.evaluators],
-        "repeat": run.repeat,
-        "status": run.status,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "metadata": dict(run.metadata) or None,
-        "summary": None if run.summary is None else dict(run.summary),
-    }
+    row = run_to_json(run)
+    row["metadata"] = row["metadata"] or None  # an empty mapping is stored as NULL
+    return row
 
 
 def _run(row: Mapping[Any, Any]) -> EvalRun:
@@ -76,22 +64,7 @@ def _run(row: Mapping[Any, Any]) -> EvalRun:
 
 
 def _result_row(run_id: str, result: ItemResult) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "repetition": result.repetition,
-        "item_id": result.item_id,
-        "output": result.output,
-        "error": result.error,
-        "latency_ms": result.latency_ms,
-        "cost_usd": result.cost_usd,
-        "input_tokens": result.input_tokens,
-        "output_tokens": result.output_tokens,
-        "trace_id": result.trace_id,
-        "span_id": result.span_id,
-        "started_at": result.started_at,
-        "cached": result.cached,
-        "verdicts": {name: verdict_to_json(v) for name, v in result.verdicts.items()},
-    }
+    return {"run_id": run_id, **result_to_json(result)}
 
 
 def _result(row: Mapping[Any, Any]) -> ItemResult:
