@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 
 from keel.cli.main import cli
 from keel.testing import FakeUpstream
+from keel.testing.behavior import Behavior
 from tests.e2e.conftest import RunningKeel
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -149,3 +150,35 @@ def test_a_suite_with_a_mistake_exits_2_before_anything_runs(
     assert result.exit_code == 2
     assert "unknown evaluator type 'rogue_l'; did you mean 'rouge_l'?" in result.output
     assert fake.request_count == 0
+
+
+def test_judge_calls_go_through_the_gateway_inside_the_items_trace(
+    keel: RunningKeel, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    (tmp_path / "qa.jsonl").write_text(
+        '{"id": "a", "input": "Where is my parcel?", "expected": "in transit"}\n'
+        '{"id": "b", "input": "Can I return it?", "expected": "within 30 days"}\n'
+    )
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: judged\n"
+        "dataset: {file: qa.jsonl, name: judged_qa}\n"
+        "task: {model: fast}\n"
+        "judge: {model: claude}\n"
+        "evaluators:\n"
+        "  - {type: llm_rubric, name: helpful, params: {rubric: \"Does it help?\"}}\n"
+    )
+    grades = ['{"reason": "Helpful.", "score": 5}', '{"reason": "Vague.", "score": 2}']
+    fake.enqueue(*(Behavior(reply=g) for g in grades), path="/v1/messages")
+    result = _keel(keel.url, tmp_path)("eval", "run", str(suite), "--quiet")
+    assert result.exit_code == 0, result.output
+    runs = httpx.get(keel.url + "/api/evals/runs", params={"suite": "judged"}).json()["data"]
+    results = httpx.get(keel.url + f"/api/evals/runs/{runs[0]['run_id']}/results").json()["data"]
+    scores = sorted(r["verdicts"]["helpful"]["score"] for r in results)
+    assert scores == [0.25, 1.0]  # grades 2 and 5 on the 1-5 scale
+    for item in results:
+        spans = keel.trace_spans(item["trace_id"], 3)  # the item, the task call, the judge call
+        generations = [s for s in spans if s.kind == "generation"]
+        assert {s.alias for s in generations} == {"fast", "claude"}
+        assert all(s.parent_span_id == item["span_id"] for s in generations)
+        assert all("eval" in s.tags for s in generations)
