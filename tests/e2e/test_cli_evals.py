@@ -9,7 +9,12 @@ failed. The runs are visible through the REST API, each item in its own trace.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -166,7 +171,7 @@ def test_judge_calls_go_through_the_gateway_inside_the_items_trace(
         "task: {model: fast}\n"
         "judge: {model: claude}\n"
         "evaluators:\n"
-        "  - {type: llm_rubric, name: helpful, params: {rubric: \"Does it help?\"}}\n"
+        '  - {type: llm_rubric, name: helpful, params: {rubric: "Does it help?"}}\n'
     )
     grades = ['{"reason": "Helpful.", "score": 5}', '{"reason": "Vague.", "score": 2}']
     fake.enqueue(*(Behavior(reply=g) for g in grades), path="/v1/messages")
@@ -182,3 +187,47 @@ def test_judge_calls_go_through_the_gateway_inside_the_items_trace(
         assert {s.alias for s in generations} == {"fast", "claude"}
         assert all(s.parent_span_id == item["span_id"] for s in generations)
         assert all("eval" in s.tags for s in generations)
+
+
+def test_ctrl_c_keeps_the_results_and_resume_finishes_the_run(
+    keel: RunningKeel, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    items = "".join(f'{{"id": "q{i}", "input": "question {i}"}}\n' for i in range(12))
+    (tmp_path / "qa.jsonl").write_text(items)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: slow\ndataset: {file: qa.jsonl, name: slow_qa}\ntask: {model: fast}\n"
+        "concurrency: 2\nevaluators: [{type: contains, params: {value: question}}]\n"
+    )
+    fake.default = Behavior(latency_s=0.3)
+    env = {
+        **os.environ,
+        "KEEL_URL": keel.url,
+        "KEEL_EVAL_CACHE": str(tmp_path / "cache.sqlite"),
+        "KEEL_API_KEY": "",
+        "KEEL_MASTER_KEY": "",
+    }
+    command = [sys.executable, "-m", "keel.cli.main", "eval", "run", str(suite), "--quiet"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while fake.request_count < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err.decode()
+    message = err.decode()
+    assert "keeps its results; continue it with" in message
+    run_id = message.rsplit("--resume ", 1)[1].split()[0]
+    stored = httpx.get(f"{keel.url}/api/evals/runs/{run_id}").json()
+    assert stored["status"] == "interrupted"
+    kept = len(httpx.get(f"{keel.url}/api/evals/runs/{run_id}/completed").json()["data"])
+    assert 2 <= kept < 12
+    calls_before = fake.request_count
+    resumed = subprocess.run(
+        [*command, "--variant", "default", "--resume", run_id], env=env, capture_output=True
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    finished = httpx.get(f"{keel.url}/api/evals/runs/{run_id}").json()
+    assert finished["status"] == "finished" and finished["summary"]["items"] == 12
+    # only what was missing was called again (plus what the interruption cut off)
+    assert fake.request_count - calls_before <= 12 - kept

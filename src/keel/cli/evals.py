@@ -110,7 +110,13 @@ def run(
         reports = asyncio.run(session.run(chosen))
     except KeyboardInterrupt:
         run = session.runners[-1].current if session.runners else None
-        if run is not None:
+        if run is not None and run.metadata.get("role") == "baseline":
+            click.echo(
+                f"interrupted during the baseline run {run.run_id}; run the same command "
+                "again: the calls already made come from the cache",
+                err=True,
+            )
+        elif run is not None:
             click.echo(
                 f"interrupted: run {run.run_id} keeps its results; continue it with "
                 f"keel eval run {suite_path} --variant '{run.variant}' --resume {run.run_id}",
