@@ -196,11 +196,12 @@ class Runner:
             await asyncio.gather(*workers)
         except asyncio.CancelledError:
             status = "interrupted"
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-        finally:
-            flushing = asyncio.ensure_future(batch.flush())
+            await _stop(workers)
+        except BaseException:  # the store refused results, or a bug: stop, then say why
+            await _stop(workers)
+            await batch.abandon()
+            raise
+        flushing = asyncio.ensure_future(batch.flush())
         summary = None
         if status == "finished" and self._summarise is not None and resume is None:
             summary = self._summarise(run, produced)  # while the last results are sent
@@ -269,6 +270,12 @@ class Runner:
             cached=output.cached,
             verdicts={e.name: v for e, v in zip(spec.evaluators, verdicts, strict=True)},
         )
+
+
+async def _stop(workers: list[asyncio.Task[None]]) -> None:
+    for task in workers:
+        task.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
 
 
 def _result_key(spec: RunSpec, item: DatasetItem, repetition: int) -> str | None:
@@ -351,9 +358,26 @@ class _Batch:
             self._start()
 
     def _start(self) -> None:
+        self._raise_failed_send()  # a store that refuses results stops the run here
         pending, self._pending = self._pending, []
         self._last = time.perf_counter()
         self._sending.append(self._store.add_results(self._run_id, pending))
+
+    def _raise_failed_send(self) -> None:
+        still = []
+        for sending in self._sending:
+            if not (isinstance(sending, asyncio.Future) and sending.done()):
+                still.append(sending)
+                continue
+            error = sending.exception()
+            if error is not None:
+                raise error
+        self._sending = still
+
+    async def abandon(self) -> None:
+        """Wait for the sends in flight, whatever they end in; keep what is not sent."""
+        sending, self._sending = self._sending, []
+        await asyncio.gather(*sending, return_exceptions=True)
 
     async def flush(self) -> None:
         """Store what is left and wait until every send is done (raising the first error)."""

@@ -225,3 +225,27 @@ async def test_an_unchanged_rerun_reuses_whole_results_and_a_changed_evaluator_r
     assert [r.trace_id for r in a] == [r.trace_id for r in b]  # where the answer was made
     assert all(r.span_id is None for r in b)
     assert all(r.verdicts["mentions"].passed for r in await store.results(other.run_id))
+
+
+async def test_a_store_that_refuses_results_stops_the_run_early() -> None:
+    calls = 0
+
+    async def answer(question: str) -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.001)
+        return f"about {question}"
+
+    class RefusingStore(MemoryRunStore):
+        def add_results(self, run_id: str, results: object) -> asyncio.Future[None]:
+            refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            refused.set_exception(RuntimeError("the server refused the results"))
+            return refused
+
+    evaluators = _registry().build_all(
+        [EvaluatorSpec("mentions", params={"word": "question"})], Services()
+    )
+    spec = RunSpec("r", _dataset(2000), CallableTask(answer), evaluators, concurrency=4)
+    with pytest.raises(RuntimeError, match="refused"):
+        await Runner(RefusingStore()).run(spec)
+    assert calls < 1000  # it stopped at the next batch, not after every item
