@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from keel.core.audit import AuditEvent
+from keel.core.completions import ModelAnswer as ModelAnswer  # re-exported: the ChatModel result
 from keel.core.datasets import DatasetItem
 from keel.core.eval_runs import EvalRun, ItemResult, RunStatus
 from keel.core.prompts import PromptTemplate, PromptVersion
@@ -148,27 +149,6 @@ class TraceLink:
     parent_span_id: str | None = None
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ModelAnswer:
-    """A finished chat completion as evaluation sees it.
-
-    `text` is the first choice's content ("" when it had none); `logprobs` the first
-    choice's `logprobs.content` list when the request asked for logprobs; `cost_usd` None
-    when the model has no known price; `trace_id` the trace the gateway recorded it in.
-    """
-
-    text: str
-    model: str
-    latency_ms: float
-    usage: Usage | None = None
-    cost_usd: float | None = None
-    logprobs: list[dict[str, Any]] | None = None
-    finish_reason: str | None = None
-    trace_id: str | None = None
-    response: dict[str, Any] | None = None
-    cached: bool = False  # served from the eval response cache, not the gateway
 
 
 class ChatModel(Protocol):

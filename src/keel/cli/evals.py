@@ -37,7 +37,7 @@ from keel.evals.response_cache import CachingChatModel, ResponseCache, default_c
 from keel.evals.runner import Progress as RunProgress
 from keel.evals.runner import Runner, RunSpec
 from keel.evals.suite import Suite, SuiteError, Variant, baseline_variant, load_suite
-from keel.evals.summary import summarize_run, summary_to_json
+from keel.evals.summary import RunSummary, summarize_run, summary_to_json
 from keel.ports import ChatModel
 from keel.settings import packaged_prices
 
@@ -169,14 +169,14 @@ class _SuiteRun:
         model = CachingChatModel(gateway, self._cache, namespace=api.url, read=options.read_cache)
         services = Services(judge=model, judge_model=self.suite.judge_model)
         try:
-            plan = plan_suite(
+            specs = plan_suite(
                 self._backend, self.suite, model, services=services, variants=variants,
                 repeat=options.repeat, concurrency=options.concurrency,
                 cache=self._cache if options.read_cache else None, cache_scope=api.url,
             )  # fmt: skip
             return [
                 await self._variant(spec, variant, model)
-                for spec, variant in zip(plan.specs, variants, strict=True)
+                for spec, variant in zip(specs, variants, strict=True)
             ]
         finally:
             gateway.close()
@@ -184,9 +184,7 @@ class _SuiteRun:
     async def _variant(self, spec: RunSpec, variant: Variant, model: ChatModel) -> VariantReport:
         names = [e.name for e in spec.evaluators]
         base_run, base_results = await self._baseline(spec, variant, model, names)
-        run = await self._run_one(spec, names, self.options.resume)
-        results = await self._backend.results(run.run_id)
-        summary = summarize_run(results, evaluators=names)
+        run, results, summary = await self._run_one(spec, names, self.options.resume)
         compare = None if base_results is None else _Comparisons(base_results, results)
         weights = {e.name: e.spec.weight for e in spec.evaluators}
         gates = check_all(self.suite.gates, self.suite.regressions, summary, weights, compare)
@@ -213,12 +211,18 @@ class _SuiteRun:
             spec, name=f"{self.suite.name} / {other.name}", task=task, variant=other.name,
             metadata={"role": "baseline", "label": label},
         )  # fmt: skip
-        base_run = await self._run_one(base_spec, names, None)
-        return base_run, await self._backend.results(base_run.run_id)
+        base_run, base_results, _ = await self._run_one(base_spec, names, None)
+        return base_run, base_results
 
-    async def _run_one(self, spec: RunSpec, names: list[str], resume: str | None) -> EvalRun:
+    async def _run_one(
+        self, spec: RunSpec, names: list[str], resume: str | None
+    ) -> tuple[EvalRun, list[ItemResult], RunSummary]:
+        """Run one spec with a progress bar: the run, its results and their summary."""
+        summaries: list[RunSummary] = []
+
         def summarise(run: EvalRun, results: list[ItemResult]) -> dict[str, Any]:
-            return summary_to_json(summarize_run(results, evaluators=names))
+            summaries.append(summarize_run(results, evaluators=names))
+            return summary_to_json(summaries[-1])
 
         with Progress(
             TextColumn("{task.description}"),
@@ -243,7 +247,8 @@ class _SuiteRun:
 
             runner = Runner(self._backend, summarise=summarise, on_progress=on_progress)
             self.runners.append(runner)
-            return await runner.run(spec, resume=resume)
+            run = await runner.run(spec, resume=resume)
+        return run, runner.results, summaries[-1]
 
 
 class _Comparisons:

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
+from keel.core.completions import answer_from_completion
 from keel.core.errors import UpstreamError
 from keel.core.ids import format_traceparent, new_span_id
-from keel.core.pricing import PriceTable, cost_usd
-from keel.core.usage import usage_from_openai
+from keel.core.pricing import PriceTable
 from keel.ports import ModelAnswer, TraceLink
 from keel.providers.http1 import Client
 
@@ -68,36 +68,11 @@ class GatewayChatModel:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError("malformed", f"the gateway's answer is not JSON: {exc}") from exc
-        return self._answer(doc, latency_ms, response.header("x-keel-trace-id"))
-
-    def _answer(self, doc: Any, latency_ms: float, trace_id: str | None) -> ModelAnswer:
-        if (
-            not isinstance(doc, dict)
-            or not isinstance(doc.get("choices"), list)
-            or not doc["choices"]
-        ):
-            raise UpstreamError("malformed", "the gateway's answer has no choices")
-        choice = doc["choices"][0]
-        message = choice.get("message") if isinstance(choice, dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
-        logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
-        lp_content = logprobs.get("content") if isinstance(logprobs, dict) else None
-        model = str(doc.get("model") or "")
-        usage = usage_from_openai(doc.get("usage"))
-        cost = None
-        if usage is not None and self._prices is not None:
-            price = self._prices.snapshot(model)
-            cost = cost_usd(usage, price) if price is not None else None
-        return ModelAnswer(
-            text=content if isinstance(content, str) else "",
-            model=model,
+        return answer_from_completion(
+            doc,
             latency_ms=latency_ms,
-            usage=usage,
-            cost_usd=cost,
-            logprobs=lp_content if isinstance(lp_content, list) else None,
-            finish_reason=choice.get("finish_reason") if isinstance(choice, dict) else None,
-            trace_id=trace_id,
-            response=doc,
+            trace_id=response.header("x-keel-trace-id"),
+            prices=self._prices,
         )
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,15 +37,6 @@ class Backend(Protocol):
     def push_dataset(self, name: str, file: Path) -> DatasetVersion:
         """Push a file's items as the dataset's next version (unchanged: the current one)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A suite resolved: its dataset version and one spec per variant."""
-
-    suite: Suite
-    dataset: DatasetVersion
-    specs: tuple[RunSpec, ...]
 
 
 def load_registry(plugins: Sequence[Path]) -> EvaluatorRegistry:
@@ -109,7 +99,7 @@ def plan_suite(
     registry: EvaluatorRegistry | None = None,
     cache: ResultCache | None = None,
     cache_scope: str = "",
-) -> Plan:
+) -> list[RunSpec]:
     """Resolve the suite's dataset, tasks and evaluators into one spec per variant."""
     registry = registry or load_registry(suite.plugins)
     evaluators = registry.build_all(suite.evaluators, services)
@@ -130,7 +120,7 @@ def plan_suite(
                 cache_scope=f"{cache_scope}|judge={suite.judge_model}",
             )
         )
-    return Plan(suite, dataset, tuple(specs))
+    return specs
 
 
 def _file_prompt(path: Path) -> tuple[PromptVersion, dict[str, PromptVersion]]:

@@ -256,10 +256,10 @@ class EvaluatorRegistry:
         params = Params(spec.label, spec.params)
         check = kind.build(params, services)
         params.check_all_read()
-        threshold = kind.threshold if spec.threshold is None else spec.threshold
-        document = [spec.type, spec.params, threshold, spec.negate, kind.code]
+        evaluator = Evaluator(spec, kind, check)
+        document = [spec.type, spec.params, evaluator.threshold, spec.negate, kind.code]
         canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS, default=repr)
-        return Evaluator(spec, kind, check, hashlib.sha256(canonical).hexdigest()[:16])
+        return replace(evaluator, fingerprint=hashlib.sha256(canonical).hexdigest()[:16])
 
     def build_all(self, specs: Iterable[EvaluatorSpec], services: Services) -> list[Evaluator]:
         """Build several; two with the same name are an error."""

@@ -59,17 +59,11 @@ class ResponseCache:
         self._pending: dict[str, bytes] = {}
         self._pending_results: dict[str, bytes] = {}
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: str) -> ModelAnswer | None:
         """The answer stored under `key`, or None."""
         data = self._read("responses", self._pending, key)
-        if data is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return _answer_from_json(orjson.loads(data))
+        return None if data is None else _answer_from_json(orjson.loads(data))
 
     def put(self, key: str, answer: ModelAnswer) -> None:
         """Store an answer (committed with the next batch, or at `flush`)."""

@@ -144,6 +144,7 @@ class Runner:
         self._on_progress = on_progress
         self._clock = clock
         self.current: EvalRun | None = None  # the run being run (to name it on Ctrl-C)
+        self.results: list[ItemResult] = []  # every result of the run, once it has ended
 
     async def run(self, spec: RunSpec, resume: str | None = None) -> EvalRun:
         """Run every (item, repetition) not yet done; returns the finished run.
@@ -202,13 +203,16 @@ class Runner:
             await batch.abandon()
             raise
         flushing = asyncio.ensure_future(batch.flush())
+        if resume is None:
+            self.results = produced  # all of them: summarised while the last ones are sent
         summary = None
         if status == "finished" and self._summarise is not None and resume is None:
-            summary = self._summarise(run, produced)  # while the last results are sent
+            summary = self._summarise(run, produced)
         await asyncio.shield(flushing)
-        if status == "finished" and self._summarise is not None and resume is not None:
-            # A resumed run's earlier results are in the store.
-            summary = self._summarise(run, await self._store.results(run.run_id))
+        if resume is not None:  # a resumed run's earlier results are in the store
+            self.results = await self._store.results(run.run_id)
+            if status == "finished" and self._summarise is not None:
+                summary = self._summarise(run, self.results)
         finished = await asyncio.shield(self._store.finish(run.run_id, status, summary))
         if status == "interrupted":
             raise asyncio.CancelledError

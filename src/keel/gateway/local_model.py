@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
+from keel.core.completions import answer_from_completion
 from keel.core.errors import GatewayError, UpstreamError
 from keel.core.ids import new_span_id, new_trace_id
-from keel.core.pricing import PriceTable, cost_usd
-from keel.core.usage import usage_from_openai
+from keel.core.pricing import PriceTable
 from keel.gateway.call import Call, validate_chat_body
 from keel.gateway.pipeline import Gateway
 from keel.ports import ModelAnswer, TraceLink
@@ -51,21 +51,10 @@ class LocalChatModel:
             data = await self._gateway.chat(call)
         except GatewayError as exc:
             raise UpstreamError("http", exc.message, status=exc.status) from None
-        doc = orjson.loads(data)
-        choice = doc["choices"][0]
-        message = choice.get("message") or {}
-        logprobs = choice.get("logprobs")
-        usage = usage_from_openai(doc.get("usage"))
-        model = str(doc.get("model") or "")
-        price = self._prices.snapshot(model, call.alias)
-        return ModelAnswer(
-            text=message.get("content") or "",
-            model=model,
+        return answer_from_completion(
+            orjson.loads(data),
             latency_ms=(time.perf_counter() - started) * 1000.0,
-            usage=usage,
-            cost_usd=cost_usd(usage, price) if usage is not None and price else None,
-            logprobs=logprobs.get("content") if isinstance(logprobs, dict) else None,
-            finish_reason=choice.get("finish_reason"),
             trace_id=call.trace_id,
-            response=doc,
+            prices=self._prices,
+            price_names=(call.alias,),
         )

@@ -12,21 +12,20 @@ nothing, so two identical pushes at once make one version.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from keel.core.datasets import DatasetItem
 from keel.core.evaluation import Document
 from keel.ports import DatasetVersionInfo, NewDatasetVersion
 from keel.store.schema import dataset_items_table, dataset_versions_table
+from keel.store.transactions import lock, write
 
 _VERSIONS = dataset_versions_table.c
 _ITEMS = dataset_items_table.c
-_PUSH_TRIES = 5
 _INFO_FIELDS = (
     "name", "version", "item_count", "content_hash", "created_at", "author", "message", "source",
 )  # fmt: skip
@@ -135,25 +134,17 @@ class DatasetStore:
             return set(connection.execute(query).scalars())
 
     def add_version(self, new: NewDatasetVersion, at: float) -> tuple[DatasetVersionInfo, bool]:
-        for attempt in range(_PUSH_TRIES):
-            try:
-                with self._engine.begin() as connection:
-                    return self._add_version(connection, new, at)
-            except (IntegrityError, OperationalError):  # another push took the number, or
-                # SQLite refused to upgrade a read to a write while another push wrote
-                if attempt == _PUSH_TRIES - 1:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError(f"unreachable: pushing {new.name}")
+        # IntegrityError: another push took the number first; try again with the next.
+        return write(
+            self._engine,
+            lambda connection: self._add_version(connection, new, at),
+            retry_on=(IntegrityError, OperationalError),
+        )
 
     def _add_version(
         self, connection: Connection, new: NewDatasetVersion, at: float
     ) -> tuple[DatasetVersionInfo, bool]:
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                {"key": f"keel.dataset:{new.name}"},
-            )
+        lock(connection, f"keel.dataset:{new.name}")
         latest = _latest(connection, new.name)
         if latest is not None and latest.content_hash == new.content_hash:
             return latest, False

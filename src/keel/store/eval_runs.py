@@ -12,13 +12,11 @@ order of the primary key.
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 
 from keel.core.eval_runs import (
     EvalRun,
@@ -30,12 +28,11 @@ from keel.core.eval_runs import (
 )
 from keel.ports import RunFilter
 from keel.store.schema import eval_results_table, eval_runs_table
+from keel.store.transactions import write
 
-T = TypeVar("T")
 _RUNS = eval_runs_table.c
 _RESULTS = eval_results_table.c
 _KEY = ("run_id", "repetition", "item_id")
-_WRITE_TRIES = 5
 
 
 def _run_row(run: EvalRun) -> dict[str, Any]:
@@ -92,7 +89,7 @@ class EvalRunStore:
         self._engine = engine
 
     def create(self, run: EvalRun) -> None:
-        self._write(lambda c: c.execute(insert(eval_runs_table), _run_row(run)))
+        write(self._engine, lambda c: c.execute(insert(eval_runs_table), _run_row(run)))
 
     def get(self, run_id: str) -> EvalRun | None:
         with self._engine.connect() as connection:
@@ -138,7 +135,7 @@ class EvalRunStore:
             )
             return _get(connection, run_id)
 
-        return self._write(change)
+        return write(self._engine, change)
 
     def upsert_results(self, run_id: str, results: Sequence[ItemResult]) -> list[ItemResult]:
         if not results:
@@ -165,7 +162,7 @@ class EvalRunStore:
                 != (result.trace_id, result.span_id)
             ]
 
-        return self._write(upsert)
+        return write(self._engine, upsert)
 
     def results(
         self, run_id: str, limit: int, after: tuple[int, str] | None = None
@@ -187,18 +184,6 @@ class EvalRunStore:
         query = select(_RESULTS.item_id, _RESULTS.repetition).where(_RESULTS.run_id == run_id)
         with self._engine.connect() as connection:
             return {(row.item_id, row.repetition) for row in connection.execute(query)}
-
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        """`work` in one transaction, tried again while SQLite says the database is locked."""
-        for attempt in range(_WRITE_TRIES):
-            try:
-                with self._engine.begin() as connection:
-                    return work(connection)
-            except OperationalError:
-                if attempt == _WRITE_TRIES - 1:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
 
 
 def _get(connection: Connection, run_id: str) -> EvalRun | None:

@@ -11,11 +11,10 @@ two moves cannot both start from the same state.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from keel.core.audit import AuditEvent
@@ -28,12 +27,12 @@ from keel.store.schema import (
     prompt_labels_table,
     prompt_versions_table,
 )
+from keel.store.transactions import lock, write
 
 _VERSIONS = prompt_versions_table.c
 _LABELS = prompt_labels_table.c
 _EVENTS = prompt_label_events_table.c
 _AUDIT = audit_events_table.c
-_PUSH_TRIES = 5
 
 
 def targets_json(targets: Sequence[Target] | None) -> list[dict[str, Any]] | None:
@@ -127,24 +126,16 @@ class PromptStore:
         return out
 
     def add_version(self, new: NewVersion, at: float) -> PromptVersion:
-        name = new.template.name
-        for attempt in range(_PUSH_TRIES):
-            try:
-                with self._engine.begin() as connection:
-                    return self._add_version(connection, new, at)
-            except (IntegrityError, OperationalError):  # another push took the number, or
-                # SQLite refused to upgrade a read to a write while another push wrote
-                if attempt == _PUSH_TRIES - 1:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError(f"unreachable: pushing {name}")
+        # IntegrityError: another push took the number first; try again with the next.
+        return write(
+            self._engine,
+            lambda connection: self._add_version(connection, new, at),
+            retry_on=(IntegrityError, OperationalError),
+        )
 
     def _add_version(self, connection: Connection, new: NewVersion, at: float) -> PromptVersion:
         name = new.template.name
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"keel.prompt:{name}"}
-            )
+        lock(connection, f"keel.prompt:{name}")
         highest = connection.execute(
             select(func.max(_VERSIONS.version)).where(_VERSIONS.name == name)
         ).scalar()
